@@ -1,0 +1,214 @@
+"""Image decoding: any upload, path or byte string to one upright 8-bit RGB picture.
+
+The page shows exactly the picture this module returns, and both models classify
+that same picture, so what the user sees is what was classified.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+_logger = logging.getLogger(__name__)
+
+ImageSource = Union[bytes, bytearray, str, os.PathLike, BinaryIO]
+
+# Refuse anything larger before decoding a pixel. 80 megapixels is above the
+# default output of phone cameras (12-50 MP) and below Pillow's own
+# decompression-bomb warning threshold (about 89.5 MP), so that warning never fires.
+MAX_PIXELS = 80_000_000
+
+# JPEG draft decoding keeps the shortest side at least this long: twice the
+# 224 px input of every model offered, so resizing down to the model input
+# still starts from more pixels than it keeps.
+DRAFT_MIN_SIDE = 448
+
+# Formats people drop that Pillow cannot decode, detected by their first bytes.
+_UNSUPPORTED_SIGNATURES = {
+    "SVG": "a vector drawing (SVG); export it as PNG and upload that",
+    "HEIC": "an HEIC/HEIF photo, which this app cannot decode; convert it to JPEG or PNG first",
+    "PDF": "a PDF document; export the page as PNG or JPEG and upload that",
+}
+
+WHITE = (255, 255, 255)
+
+
+@dataclass
+class DecodedImage:
+    """A decoded picture with what the user should know about how it was read."""
+
+    image: Image.Image
+    name: str
+    format: str | None
+    original_size: tuple[int, int]
+    notes: list[str] = field(default_factory=list)
+
+
+def _read_bytes(source: ImageSource, name: str) -> bytes:
+    if isinstance(source, (bytes, bytearray)):
+        return bytes(source)
+    if isinstance(source, (str, os.PathLike)):
+        try:
+            return Path(source).read_bytes()
+        except FileNotFoundError:
+            raise ImageError(f"{name}: file not found") from None
+        except IsADirectoryError:
+            raise ImageError(f"{name}: is a folder, not an image file") from None
+        except OSError as e:
+            raise ImageError(f"{name}: cannot be read ({e.strerror or e})") from e
+    try:
+        return source.read()
+    except OSError as e:
+        raise ImageError(f"{name}: cannot be read ({e})") from e
+
+
+def _unsupported_format(data: bytes) -> str | None:
+    head = data[:512].lstrip()
+    if head.startswith(b"%PDF"):
+        return "PDF"
+    if data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"hevc", b"heim", b"heis", b"mif1", b"msf1", b"avic"):
+        return "HEIC"
+    lowered = head.lower()
+    if lowered.startswith(b"<svg") or (lowered.startswith(b"<?xml") and b"<svg" in data[:4096].lower()):
+        return "SVG"
+    return None
+
+
+def _high_bit_depth_to_8_bit(image: Image.Image) -> Image.Image:
+    # Pillow's convert("L") clips 16-bit and 32-bit values at 255 instead of
+    # scaling them, which turns a 16-bit grayscale scan almost white.
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) / (high - low) * 255.0 if high > low else np.zeros_like(values)
+    else:
+        scaled = values / 257.0  # 65535 maps to 255
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), mode="L")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB, compositing transparency over white."""
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        image = _high_bit_depth_to_8_bit(image)
+
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode in ("P", "L", "RGB", "1") and "transparency" in image.info
+    )
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, WHITE + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode == "RGB":
+        return image
+    return image.convert("RGB")
+
+
+def decode_image(
+    source: ImageSource,
+    name: str | None = None,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    draft_min_side: int | None = DRAFT_MIN_SIDE,
+) -> DecodedImage:
+    """Decode an image into an upright RGB picture, with notes for the user.
+
+    Args:
+        source: raw bytes, a binary file object (such as a Streamlit upload) or a path.
+        name: the name used in messages; defaults to the path or ``"image"``.
+        max_pixels: images with more pixels are refused before decoding.
+        draft_min_side: a JPEG whose shortest side is at least twice this is
+            decoded at a reduced scale (1/2, 1/4 or 1/8) that keeps the
+            shortest side at least this long. ``None`` always decodes in full.
+
+    Raises:
+        ImageError: the file is empty, not an image, of an unsupported format,
+            truncated, corrupt, or larger than ``max_pixels``.
+    """
+    if name is None:
+        name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else getattr(source, "name", "image")
+    name = str(name)
+
+    data = _read_bytes(source, name)
+    if not data:
+        raise ImageError(f"{name}: the file is empty (0 bytes); it is not an image file")
+    unsupported = _unsupported_format(data)
+    if unsupported:
+        raise ImageError(f"{name}: {_UNSUPPORTED_SIGNATURES[unsupported]}")
+
+    notes: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            # Our own pixel limit below is lower, so Pillow's bomb warning is noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image file (the content is not a format Pillow can read)") from None
+    except Image.DecompressionBombError:
+        raise ImageError(f"{name}: the image is too large to decode safely (limit {max_pixels:,} pixels)") from None
+    except OSError as e:
+        raise ImageError(f"{name}: not a readable image file ({e})") from e
+
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageError(
+            f"{name}: the image is {width}x{height} = {width * height:,} pixels, more than the limit of "
+            f"{max_pixels:,}; resize it and upload it again"
+        )
+
+    image_format = image.format
+    num_frames = getattr(image, "n_frames", 1)
+    if num_frames > 1:
+        notes.append(f"animated {image_format} with {num_frames} frames: the first frame was classified")
+
+    if draft_min_side and image_format == "JPEG" and min(width, height) >= 2 * draft_min_side:
+        image.draft(image.mode, (draft_min_side, draft_min_side))
+
+    try:
+        image.load()
+    except OSError as e:
+        message = str(e)
+        if "truncated" in message or "broken data stream" in message or "premature end" in message:
+            raise ImageError(
+                f"{name}: the file is truncated (the end of the image data is missing, as after an "
+                "interrupted download or copy); upload the complete file"
+            ) from None
+        raise ImageError(f"{name}: the image data is corrupt and cannot be decoded ({message})") from e
+    except (ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ImageError(f"{name}: the image data is corrupt and cannot be decoded ({e})") from e
+
+    try:
+        image = ImageOps.exif_transpose(image)
+    except (ValueError, OSError, SyntaxError) as e:
+        # A damaged EXIF block must not cost the user the picture itself.
+        _logger.warning("%s: EXIF orientation ignored (%s)", name, e)
+        notes.append("the EXIF orientation tag is damaged and was ignored")
+
+    rgb = to_rgb(image)
+    aspect = max(rgb.width, rgb.height) / max(1, min(rgb.width, rgb.height))
+    if aspect > 4:
+        notes.append(
+            f"extreme aspect ratio ({rgb.width}x{rgb.height}): both models look at a square centre crop, "
+            "so most of the picture is cut off"
+        )
+    if min(rgb.width, rgb.height) < 32:
+        notes.append(f"tiny image ({rgb.width}x{rgb.height}): it is upscaled to the model input, expect poor results")
+
+    return DecodedImage(image=rgb, name=name, format=image_format, original_size=(width, height), notes=notes)
+
+
+def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
+    """Decode an image into an upright 8-bit RGB ``PIL.Image``.
+
+    See :func:`decode_image` for the arguments and the errors it raises.
+    """
+    return decode_image(source, name).image

@@ -30,3 +30,14 @@ class Classification:
     @property
     def top1(self) -> Prediction:
         return self.predictions[0]
+
+
+def shared_classes(first: Classification, second: Classification) -> list[Prediction]:
+    """Return the predictions of ``first`` whose class index is also in ``second``'s top-k.
+
+    Both models must rank the same label set in the same order (ImageNet's 1000
+    classes): CLIP's curated class names and torchvision's category names
+    differ in spelling, so classes are matched by index, never by name.
+    """
+    other = {p.index for p in second.predictions}
+    return [p for p in first.predictions if p.index in other]

@@ -1,0 +1,399 @@
+"""CLIP vs ResNeXt: zero-shot and supervised ImageNet classification of the same images, side by side.
+
+The page only: inputs, layout, charts and messages. Models, image decoding and
+timing live in the ``classifiers`` package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+import torch
+
+from classifiers import (
+    CLIP_VARIANTS,
+    DEFAULT_CLIP,
+    DEFAULT_RESNEXT,
+    RESNEXT_VARIANTS,
+    TEMPLATE_SETS,
+    Classification,
+    ClassifierError,
+    ClipZeroShot,
+    DecodedImage,
+    HeadCache,
+    ResNeXtClassifier,
+    decode_image,
+    load_clip,
+    load_resnext,
+)
+from classifiers.devices import describe_device, select_device
+from classifiers.images import MAX_PIXELS
+from classifiers.labels import MAX_LABEL_CHARS, MAX_LABELS, parse_labels
+from classifiers.results import shared_classes
+from classifiers.weights import CLIP_CHECKPOINT_ENV, RESNEXT_CHECKPOINT_ENV, checkpoint_from_env
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+SAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# SVG and HEIC are accepted so that the engine can say why they are not supported,
+# instead of the browser rejecting them without a reason.
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "svg", "heic", "heif"]
+TEMPLATE_NAMES = {"1": "1 prompt: “a photo of a {}.”", "7": "7 prompts (open_clip's set)", "80": "80 prompts (CLIP paper)"}
+BAR_HEIGHT_PX = 34
+
+
+@dataclass
+class Settings:
+    device: torch.device
+    top_k: int
+    clip_key: str
+    resnext_key: str
+    templates: str
+    labels: list[str] | None
+
+
+@dataclass
+class ImageResult:
+    decoded: DecodedImage
+    clip: Classification | None
+    resnext: Classification | None
+
+
+# --- Models: one instance per server process, shared by every session -------
+
+
+@st.cache_resource(show_spinner=False, max_entries=3)
+def load_clip_model(variant_key: str, checkpoint: str | None, device: str) -> ClipZeroShot:
+    return load_clip(variant_key, checkpoint=checkpoint, device=device, head_cache=HeadCache())
+
+
+@st.cache_resource(show_spinner=False, max_entries=3)
+def load_resnext_model(variant_key: str, checkpoint: str | None, device: str) -> ResNeXtClassifier:
+    return load_resnext(variant_key, checkpoint=checkpoint, device=device)
+
+
+def _checkpoint(variable: str) -> str | None:
+    path = checkpoint_from_env(variable)
+    return str(path) if path else None
+
+
+def clip_model_ui(settings: Settings) -> ClipZeroShot | None:
+    """Load the selected CLIP model with a spinner; show the reason and return None if it fails."""
+    variant = CLIP_VARIANTS[settings.clip_key]
+    checkpoint = _checkpoint(CLIP_CHECKPOINT_ENV)
+    source = f"from {checkpoint}" if checkpoint else f"downloading about {variant.download_mb} MB on first use"
+    try:
+        with st.spinner(f"Loading CLIP {variant.title} ({source})…"):
+            return load_clip_model(settings.clip_key, checkpoint, str(settings.device))
+    except ClassifierError as e:
+        st.error(f"CLIP is unavailable: {e}")
+        return None
+
+
+def resnext_model_ui(settings: Settings) -> ResNeXtClassifier | None:
+    """Load the selected ResNeXt with a spinner; show the reason and return None if it fails."""
+    variant = RESNEXT_VARIANTS[settings.resnext_key]
+    checkpoint = _checkpoint(RESNEXT_CHECKPOINT_ENV)
+    source = f"from {checkpoint}" if checkpoint else f"downloading {variant.download_mb} MB on first use"
+    try:
+        with st.spinner(f"Loading {variant.title} ({source})…"):
+            return load_resnext_model(settings.resnext_key, checkpoint, str(settings.device))
+    except ClassifierError as e:
+        st.error(f"ResNeXt is unavailable: {e}")
+        return None
+
+
+def zero_shot_head_ui(clip: ClipZeroShot, settings: Settings) -> bool:
+    """Build (or read) the zero-shot head with a progress bar; return False if the labels are unusable."""
+    count = len(settings.labels) if settings.labels else 1000
+    bar = st.progress(0.0, text=f"Preparing CLIP's zero-shot head for {count} classes…")
+    try:
+        clip.zero_shot_head(
+            settings.labels,
+            settings.templates,
+            progress=lambda done, total: bar.progress(
+                done / total, text=f"Encoding CLIP prompts: {done} of {total} ({count} classes)"
+            ),
+        )
+        return True
+    except ClassifierError as e:
+        st.error(str(e))
+        return False
+    finally:
+        bar.empty()
+
+
+# --- Inputs ------------------------------------------------------------------
+
+
+def sidebar_ui() -> Settings:
+    st.sidebar.header("Settings")
+    devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    devices += ["mps"] if torch.backends.mps.is_available() else []
+    device = select_device(st.sidebar.selectbox("Device", devices, help="auto: CUDA, else Apple MPS, else CPU"))
+    st.sidebar.caption(f"Running on **{describe_device(device)}**" + (", half precision" if device.type == "cuda" else ""))
+
+    clip_key = st.sidebar.selectbox(
+        "CLIP model",
+        list(CLIP_VARIANTS),
+        index=list(CLIP_VARIANTS).index(DEFAULT_CLIP),
+        format_func=lambda key: (
+            f"{CLIP_VARIANTS[key].title} · {CLIP_VARIANTS[key].download_mb} MB · "
+            f"{CLIP_VARIANTS[key].imagenet_top1:.1f}% top-1"
+        ),
+        help="Published zero-shot ImageNet top-1 (open_clip's results table) and approximate download size.",
+    )
+    resnext_key = st.sidebar.selectbox(
+        "ResNeXt model",
+        list(RESNEXT_VARIANTS),
+        index=list(RESNEXT_VARIANTS).index(DEFAULT_RESNEXT),
+        format_func=lambda key: (
+            f"{RESNEXT_VARIANTS[key].title} · {RESNEXT_VARIANTS[key].download_mb} MB · "
+            f"{RESNEXT_VARIANTS[key].imagenet_top1:.1f}% top-1"
+        ),
+        help="ImageNet top-1 and download size from torchvision's weights metadata.",
+    )
+    top_k = st.sidebar.slider("Labels per model (top-k)", 1, 10, 5)
+    templates = st.sidebar.radio(
+        "CLIP prompt templates",
+        list(TEMPLATE_SETS),
+        format_func=TEMPLATE_NAMES.get,
+        help="Each class is encoded in every template and the embeddings are averaged. "
+        "More templates are slightly more accurate and take longer to prepare once.",
+    )
+
+    labels_text = st.sidebar.text_area(
+        "Your own labels for CLIP (optional)",
+        placeholder="cat\ndog\nbicycle",
+        help=f"One label per line, or comma-separated. At most {MAX_LABELS} labels of "
+        f"{MAX_LABEL_CHARS} characters. Leave empty for ImageNet's 1000 classes.",
+    )
+    labels = None
+    if labels_text.strip():
+        try:
+            labels = parse_labels(labels_text)
+        except ClassifierError as e:
+            st.sidebar.error(f"Labels ignored: {e}")
+
+    return Settings(device, top_k, clip_key, resnext_key, templates, labels)
+
+
+def inputs_ui() -> list[tuple[str, bytes]]:
+    """Collect (name, bytes) pairs from the uploader, the sample picker and the camera."""
+    uploads = st.file_uploader(
+        "Drop images here",
+        type=UPLOAD_TYPES,
+        accept_multiple_files=True,
+        help="JPEG, PNG, WebP, BMP, GIF or TIFF. Several files at once are fine.",
+    )
+    samples = sorted(p.name for p in ASSETS.iterdir() if p.suffix.lower() in SAMPLE_SUFFIXES)
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
+    right.button(
+        "All samples", width="stretch", on_click=lambda: st.session_state.update(samples=samples)
+    )
+    chosen = left.multiselect("…or pick sample images", samples, key="samples", placeholder="Choose samples")
+
+    images = [(upload.name, upload.getvalue()) for upload in uploads or []]
+    images += [(name, (ASSETS / name).read_bytes()) for name in chosen]
+    if st.toggle("Use the camera"):
+        photo = st.camera_input("Take a picture")
+        if photo is not None:
+            images.append(("camera photo", photo.getvalue()))
+    return images
+
+
+# --- Classification (cached per image and settings) --------------------------
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def decode_cached(digest: str, name: str, _data: bytes) -> DecodedImage:
+    """Decode once per file content; ``digest`` is the cache key, the bytes are not hashed again."""
+    return decode_image(_data, name)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def classify_clip_cached(digest: str, model_id: str, top_k: int, labels, templates: str, _clip, _image):
+    return _clip.classify(_image, top_k=top_k, classnames=labels, templates=templates)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def classify_resnext_cached(digest: str, model_id: str, top_k: int, _resnext, _image):
+    return _resnext.classify(_image, top_k=top_k)
+
+
+def classify_all(
+    images: list[tuple[str, bytes]], settings: Settings, clip: ClipZeroShot | None, resnext: ResNeXtClassifier | None
+) -> list[ImageResult]:
+    """Decode and classify every image; a bad file gets an error message and the others go on."""
+    results = []
+    bar = st.progress(0.0) if len(images) > 1 else None
+    labels = tuple(settings.labels) if settings.labels else None
+    for done, (name, data) in enumerate(images, 1):
+        if bar is not None:
+            bar.progress(done / len(images), text=f"Classifying {name} ({done} of {len(images)})")
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            decoded = decode_cached(digest, name, data)
+        except ClassifierError as e:
+            st.error(str(e), icon="🚫")
+            continue
+
+        clip_result = resnext_result = None
+        if clip is not None:
+            model_id = f"{clip.variant.key}|{clip.weights_name}|{clip.device}"
+            clip_result = classify_clip_cached(
+                digest, model_id, settings.top_k, labels, settings.templates, clip, decoded.image
+            )
+        if resnext is not None:
+            model_id = f"{resnext.variant.key}|{resnext.weights_name}|{resnext.device}"
+            resnext_result = classify_resnext_cached(digest, model_id, settings.top_k, resnext, decoded.image)
+        results.append(ImageResult(decoded, clip_result, resnext_result))
+    if bar is not None:
+        bar.empty()
+    return results
+
+
+# --- Output ------------------------------------------------------------------
+
+
+def top_k_chart(result: Classification) -> alt.Chart:
+    """A horizontal bar chart of the top-k probabilities on a fixed 0-100 % axis."""
+    data = pd.DataFrame(
+        {
+            # The rank keeps bars apart when two classes share a name (ImageNet has two "crane"s).
+            "label": [f"{rank}. {p.label}" for rank, p in enumerate(result.predictions, 1)],
+            "probability": [p.probability for p in result.predictions],
+        }
+    )
+    base = alt.Chart(data).encode(
+        x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%", title=None)),
+        y=alt.Y("label:N", sort=None, axis=alt.Axis(title=None, labelLimit=220)),
+        tooltip=[alt.Tooltip("label:N"), alt.Tooltip("probability:Q", format=".2%")],
+    )
+    bars = base.mark_bar()
+    values = base.mark_text(align="left", dx=4).encode(text=alt.Text("probability:Q", format=".1%"))
+    return (bars + values).properties(height=BAR_HEIGHT_PX * len(data))
+
+
+def model_column_ui(result: Classification | None, title: str) -> None:
+    st.markdown(f"**{title}**")
+    if result is None:
+        st.caption("Not classified: the model could not be loaded (see the message above).")
+        return
+    st.caption(f"{result.model} · weights: {result.weights}")
+    st.altair_chart(top_k_chart(result), width="stretch")
+    inference, preprocess = st.columns(2)
+    inference.metric("Inference", f"{result.timings_ms['inference']:.0f} ms")
+    preprocess.metric("Preprocess", f"{result.timings_ms['preprocess']:.0f} ms")
+    st.caption(f"Device: {result.device}")
+
+
+def image_result_ui(item: ImageResult, settings: Settings) -> None:
+    decoded = item.decoded
+    st.subheader(decoded.name, divider="gray")
+    width, height = decoded.original_size
+    st.image(decoded.image, caption=f"{width}×{height} {decoded.format or ''}".strip(), width=320)
+    for note in decoded.notes:
+        st.info(f"{decoded.name}: {note}", icon="ℹ️")
+
+    clip_column, resnext_column = st.columns(2)
+    with clip_column:
+        scope = "your labels" if settings.labels else "ImageNet's 1000 classes"
+        model_column_ui(item.clip, f"CLIP, zero-shot over {scope}")
+    with resnext_column:
+        model_column_ui(item.resnext, "ResNeXt, trained on ImageNet")
+
+    if item.clip is None or item.resnext is None or settings.labels:
+        return
+    shared = shared_classes(item.clip, item.resnext)
+    if shared:
+        st.success(f"Both top-{settings.top_k} lists contain: " + ", ".join(p.label for p in shared))
+    else:
+        st.warning(f"The two top-{settings.top_k} lists have no class in common.")
+
+
+def summary_rows(results: list[ImageResult], settings: Settings) -> list[dict]:
+    rows = []
+    for item in results:
+        row = {"image": item.decoded.name}
+        if item.clip is not None:
+            row |= {"clip_top1": item.clip.top1.label, "clip_probability": round(item.clip.top1.probability, 4)}
+        if item.resnext is not None:
+            row |= {"resnext_top1": item.resnext.top1.label, "resnext_probability": round(item.resnext.top1.probability, 4)}
+        if item.clip is not None and item.resnext is not None and not settings.labels:
+            row["agree"] = item.clip.top1.index == item.resnext.top1.index
+        rows.append(row)
+    return rows
+
+
+def summary_ui(results: list[ImageResult], settings: Settings) -> None:
+    """A table of every image's top-1 from both models, with the agreement rate and downloads."""
+    rows = summary_rows(results, settings)
+    st.subheader("Summary", divider="gray")
+    if rows and "agree" in rows[0]:
+        agreed = sum(row.get("agree", False) for row in rows)
+        st.metric("Top-1 agreement", f"{agreed / len(rows):.0%}", help=f"{agreed} of {len(rows)} images")
+    table = pd.DataFrame(rows)
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "clip_probability": st.column_config.NumberColumn("CLIP p", format="percent"),
+            "resnext_probability": st.column_config.NumberColumn("ResNeXt p", format="percent"),
+        },
+    )
+    csv_column, json_column = st.columns(2)
+    csv_column.download_button("Download CSV", table.to_csv(index=False), "clip-vs-resnext.csv", "text/csv")
+    document = [
+        {"image": r.decoded.name, "clip": r.clip and r.clip.to_dict(), "resnext": r.resnext and r.resnext.to_dict()}
+        for r in results
+    ]
+    json_column.download_button(
+        "Download JSON", json.dumps(document, indent=2), "clip-vs-resnext.json", "application/json"
+    )
+
+
+def main() -> None:
+    st.set_page_config(page_title="CLIP vs ResNeXt", page_icon="🔍", layout="wide")
+    st.title("CLIP vs ResNeXt")
+    st.markdown(
+        "Two ways to classify an image. **CLIP** was trained on image–caption pairs from the web and "
+        "classifies *zero-shot*: it compares the picture with a text prompt for every class, so it can "
+        "take any labels you write. **ResNeXt** is a convolutional network trained on ImageNet's labelled "
+        "photos and knows exactly those 1000 classes. Drop images to see both top-5 lists and how long "
+        "each model took."
+    )
+    settings = sidebar_ui()
+    images = inputs_ui()
+    if not images:
+        st.info("Drop one or more images above, pick a sample, or use the camera to start.")
+        return
+    if settings.labels:
+        st.caption(
+            f"CLIP chooses among your {len(settings.labels)} labels. ResNeXt cannot learn new classes "
+            "without retraining, so it still shows ImageNet classes."
+        )
+
+    clip = clip_model_ui(settings)
+    if clip is not None and not zero_shot_head_ui(clip, settings):
+        clip = None
+    resnext = resnext_model_ui(settings)
+    results = classify_all(images, settings, clip, resnext)
+
+    if len(results) > 1:
+        summary_ui(results, settings)
+    for item in results:
+        image_result_ui(item, settings)
+    st.caption(
+        f"Images larger than {MAX_PIXELS // 1_000_000} megapixels are refused. Both models see a square "
+        "centre crop of each image, resized to 224 px."
+    )
+
+
+main()

@@ -226,6 +226,21 @@ def classify_resnext_cached(digest: str, model_id: str, top_k: int, _resnext, _i
     return _resnext.classify(_image, top_k=top_k)
 
 
+def _model_id(model: ClipZeroShot | ResNeXtClassifier) -> str:
+    return f"{model.variant.key}|{model.weights_name}|{model.device}"
+
+
+def classify_on_cpu_if_gpu_is_full(classify, model, load_on_cpu, image_name: str):
+    """Run ``classify(model)``; if the GPU runs out of memory, say so and run it again on the CPU."""
+    try:
+        return classify(model)
+    except torch.OutOfMemoryError:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        st.warning(f"{image_name}: the GPU ran out of memory for {model.name}, so it was classified on the CPU.")
+        return classify(load_on_cpu())
+
+
 def classify_all(
     images: list[tuple[str, bytes]], settings: Settings, clip: ClipZeroShot | None, resnext: ResNeXtClassifier | None
 ) -> list[ImageResult]:
@@ -245,13 +260,21 @@ def classify_all(
 
         clip_result = resnext_result = None
         if clip is not None:
-            model_id = f"{clip.variant.key}|{clip.weights_name}|{clip.device}"
-            clip_result = classify_clip_cached(
-                digest, model_id, settings.top_k, labels, settings.templates, clip, decoded.image
+            clip_result = classify_on_cpu_if_gpu_is_full(
+                lambda model: classify_clip_cached(
+                    digest, _model_id(model), settings.top_k, labels, settings.templates, model, decoded.image
+                ),
+                clip,
+                lambda: load_clip_model(settings.clip_key, _checkpoint(CLIP_CHECKPOINT_ENV), "cpu"),
+                name,
             )
         if resnext is not None:
-            model_id = f"{resnext.variant.key}|{resnext.weights_name}|{resnext.device}"
-            resnext_result = classify_resnext_cached(digest, model_id, settings.top_k, resnext, decoded.image)
+            resnext_result = classify_on_cpu_if_gpu_is_full(
+                lambda model: classify_resnext_cached(digest, _model_id(model), settings.top_k, model, decoded.image),
+                resnext,
+                lambda: load_resnext_model(settings.resnext_key, _checkpoint(RESNEXT_CHECKPOINT_ENV), "cpu"),
+                name,
+            )
         results.append(ImageResult(decoded, clip_result, resnext_result))
     if bar is not None:
         bar.empty()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pyarrow as pa
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 from conftest import ASSETS, REPO
@@ -135,3 +136,27 @@ def test_unsupported_format_says_what_to_convert_to(name):
     at.file_uploader[0].set_value((name, content, "application/octet-stream")).run()
     (error,) = messages(at.error)
     assert error.startswith(f"{name}: ") and "PNG" in error, error
+
+
+def test_out_of_memory_is_reported_and_the_image_classified_on_cpu(monkeypatch):
+    from classifiers import ResNeXtClassifier
+
+    real_classify = ResNeXtClassifier.classify
+    calls = []
+
+    def out_of_memory_once(self, image, **kwargs):
+        calls.append(self.device)
+        if len(calls) == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+        return real_classify(self, image, **kwargs)
+
+    monkeypatch.setattr(ResNeXtClassifier, "classify", out_of_memory_once)
+    at = new_app()
+    at.slider[0].set_value(4)  # a top-k no other test uses, so the result is not already cached
+    at.multiselect(key="samples").select("penguin.png").run()
+
+    assert not at.exception, at.exception
+    warnings = messages(at.warning)
+    assert any("penguin.png: the GPU ran out of memory for ResNeXt-50 32x4d" in w for w in warnings), warnings
+    assert len(calls) == 2, "the image is classified again after the out-of-memory error"
+    assert [len(chart) for chart in chart_data(at)] == [4, 4]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,16 @@ SAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png")
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "svg", "heic", "heif"]
 TEMPLATE_NAMES = {"1": "1 prompt: “a photo of a {}.”", "7": "7 prompts (open_clip's set)", "80": "80 prompts (CLIP paper)"}
 BAR_HEIGHT_PX = 34
+_MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def plain(text: str) -> str:
+    """Escape Markdown so that file names, labels and messages from users show as typed.
+
+    Streamlit renders the text of st.error, st.subheader and friends as Markdown;
+    a backslash before every ASCII punctuation character turns that off.
+    """
+    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", text)
 
 
 @dataclass
@@ -91,7 +102,7 @@ def clip_model_ui(settings: Settings) -> ClipZeroShot | None:
         with st.spinner(f"Loading CLIP {variant.title} ({source})…"):
             return load_clip_model(settings.clip_key, checkpoint, str(settings.device))
     except ClassifierError as e:
-        st.error(f"CLIP is unavailable: {e}")
+        st.error(plain(f"CLIP is unavailable: {e}"))
         return None
 
 
@@ -104,7 +115,7 @@ def resnext_model_ui(settings: Settings) -> ResNeXtClassifier | None:
         with st.spinner(f"Loading {variant.title} ({source})…"):
             return load_resnext_model(settings.resnext_key, checkpoint, str(settings.device))
     except ClassifierError as e:
-        st.error(f"ResNeXt is unavailable: {e}")
+        st.error(plain(f"ResNeXt is unavailable: {e}"))
         return None
 
 
@@ -122,7 +133,7 @@ def zero_shot_head_ui(clip: ClipZeroShot, settings: Settings) -> bool:
         )
         return True
     except ClassifierError as e:
-        st.error(str(e))
+        st.error(plain(str(e)))
         return False
     finally:
         bar.empty()
@@ -178,7 +189,7 @@ def sidebar_ui() -> Settings:
         try:
             labels = parse_labels(labels_text)
         except ClassifierError as e:
-            st.sidebar.error(f"Labels ignored: {e}")
+            st.sidebar.error(plain(f"Labels ignored: {e}"))
 
     return Settings(device, top_k, clip_key, resnext_key, templates, labels)
 
@@ -237,7 +248,7 @@ def classify_on_cpu_if_gpu_is_full(classify, model, load_on_cpu, image_name: str
     except torch.OutOfMemoryError:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        st.warning(f"{image_name}: the GPU ran out of memory for {model.name}, so it was classified on the CPU.")
+        st.warning(plain(f"{image_name}: the GPU ran out of memory for {model.name}, so it was classified on the CPU."))
         return classify(load_on_cpu())
 
 
@@ -255,7 +266,7 @@ def classify_all(
         try:
             decoded = decode_cached(digest, name, data)
         except ClassifierError as e:
-            st.error(str(e), icon="🚫")
+            st.error(plain(str(e)), icon="🚫")
             continue
 
         clip_result = resnext_result = None
@@ -318,11 +329,11 @@ def model_column_ui(result: Classification | None, title: str) -> None:
 
 def image_result_ui(item: ImageResult, settings: Settings) -> None:
     decoded = item.decoded
-    st.subheader(decoded.name, divider="gray")
+    st.subheader(plain(decoded.name), divider="gray")
     width, height = decoded.original_size
     st.image(decoded.image, caption=f"{width}×{height} {decoded.format or ''}".strip(), width=320)
     for note in decoded.notes:
-        st.info(f"{decoded.name}: {note}", icon="ℹ️")
+        st.info(plain(f"{decoded.name}: {note}"), icon="ℹ️")
 
     clip_column, resnext_column = st.columns(2)
     with clip_column:
@@ -335,7 +346,7 @@ def image_result_ui(item: ImageResult, settings: Settings) -> None:
         return
     shared = shared_classes(item.clip, item.resnext)
     if shared:
-        st.success(f"Both top-{settings.top_k} lists contain: " + ", ".join(p.label for p in shared))
+        st.success(plain(f"Both top-{settings.top_k} lists contain: " + ", ".join(p.label for p in shared)))
     else:
         st.warning(f"The two top-{settings.top_k} lists have no class in common.")
 

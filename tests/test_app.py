@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pyarrow as pa
 import pytest
@@ -32,7 +34,8 @@ def new_app() -> AppTest:
 
 
 def messages(elements) -> list[str]:
-    return [element.value for element in elements]
+    """The text of each element as the user reads it: the page escapes Markdown with backslashes."""
+    return [re.sub(r"\\(.)", r"\1", element.value) for element in elements]
 
 
 def test_landing_page_asks_for_an_image():
@@ -160,3 +163,19 @@ def test_out_of_memory_is_reported_and_the_image_classified_on_cpu(monkeypatch):
     assert any("penguin.png: the GPU ran out of memory for ResNeXt-50 32x4d" in w for w in warnings), warnings
     assert len(calls) == 2, "the image is classified again after the out-of-memory error"
     assert [len(chart) for chart in chart_data(at)] == [4, 4]
+
+
+def test_file_names_are_shown_as_typed_not_as_markdown():
+    name = "**bold** [link](http://example.invalid) :red[x].jpg"
+    at = new_app()
+    at.file_uploader[0].set_value((name, b"not an image", "image/jpeg")).run()
+    (error,) = at.error
+    assert "\\*\\*bold\\*\\*" in error.value, f"Markdown was not escaped: {error.value}"
+    assert messages(at.error)[0].startswith(f"{name}: not an image file"), messages(at.error)
+
+
+def test_camera_input_appears_when_switched_on():
+    at = new_app()
+    assert not at.camera_input, "the camera stays off until asked for"
+    at.toggle[0].set_value(True).run()
+    assert len(at.camera_input) == 1

@@ -38,6 +38,7 @@ from .weights import (
     clip_variant,
     describe_load_failure,
     file_sha256,
+    summarize_state_dict_mismatch,
 )
 
 _logger = logging.getLogger(__name__)
@@ -272,7 +273,7 @@ def load_clip(
             if "state_dict" in str(e):
                 raise WeightsError(
                     f"{title}: checkpoint {path} does not match the {variant.architecture} architecture "
-                    f"({str(e).splitlines()[0]}); use a checkpoint of that model or pick the model it belongs to"
+                    f"({summarize_state_dict_mismatch(e)}); use a checkpoint of that model or pick the model it belongs to"
                 ) from e
             raise describe_load_failure(path, title, e) from e
         except Exception as e:  # torch.load raises many unrelated types for a bad file

@@ -23,6 +23,7 @@ from .weights import (
     checkpoint_from_env,
     load_state_dict,
     resnext_variant,
+    summarize_state_dict_mismatch,
 )
 
 _logger = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ def load_resnext(
         source = path if path is not None else weights.url
         raise WeightsError(
             f"{title}: checkpoint {source} does not match the {variant.architecture} architecture "
-            f"({str(e).splitlines()[0]}); use the file torchvision publishes for {variant.weights_name}"
+            f"({summarize_state_dict_mismatch(e)}); use the file torchvision publishes for {variant.weights_name}"
         ) from e
 
     model = model.to(device, inference_dtype(device), memory_format=torch.channels_last)

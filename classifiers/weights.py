@@ -11,6 +11,7 @@ import hashlib
 import logging
 import os
 import pickle
+import re
 import threading
 import zipfile
 from dataclasses import dataclass
@@ -182,6 +183,22 @@ def load_state_dict(path: Path, model_title: str) -> dict[str, torch.Tensor]:
     if not isinstance(checkpoint, dict) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
         raise WeightsError(f"{model_title}: checkpoint {path} does not contain a state dict of tensors")
     return checkpoint
+
+
+def summarize_state_dict_mismatch(error: RuntimeError) -> str:
+    """Summarise PyTorch's long ``load_state_dict`` error as counts with one example each."""
+    parts = []
+    for line in str(error).splitlines():
+        line = line.strip()
+        for heading, noun in (("Missing key(s) in state_dict:", "missing"), ("Unexpected key(s) in state_dict:", "unexpected")):
+            if line.startswith(heading):
+                keys = re.findall(r'"([^"]+)"', line)
+                example = f", such as {keys[0]!r}" if keys else ""
+                parts.append(f"{len(keys)} {noun} keys{example}")
+    mismatches = re.findall(r"size mismatch for ([^:]+):", str(error))
+    if mismatches:
+        parts.append(f"{len(mismatches)} tensors of the wrong shape, such as {mismatches[0]!r}")
+    return "; ".join(parts) or str(error).splitlines()[0]
 
 
 _digest_lock = threading.Lock()

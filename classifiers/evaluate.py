@@ -1,0 +1,539 @@
+"""Accuracy of both classifiers on a labelled image folder: ``python -m classifiers evaluate FOLDER``.
+
+FOLDER contains one sub-folder per class, named by the class's ImageNet-1k
+WordNet id (``n01440764``) or by its class index (``0`` to ``999``). Images are
+read from each class folder and its sub-folders. Both models rank the 1000
+ImageNet classes, or with ``--subset`` only the 200 classes of ImageNet-R or
+ImageNet-A, and the command reports top-1 and top-5 accuracy, throughput and
+the classes each model gets wrong most often.
+
+Images are decoded and preprocessed in background threads, at most two batches
+ahead of the models, and only counts are kept, so memory stays bounded for the
+50,000 images of the ImageNet validation set.
+
+Exit status: 0 when at least one image was evaluated (undecodable files are
+skipped and listed), 1 when no image could be decoded, 2 for usage, folder,
+device or weights errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import os
+import pkgutil
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+from PIL import Image
+from timm.data import ImageNetInfo
+from tqdm import tqdm
+
+from .cli import EXIT_IMAGE_FAILED, EXIT_OK, EXIT_USAGE
+from .clip import ClipZeroShot, load_clip
+from .devices import DEVICE_CHOICES
+from .errors import ClassifierError, ImageError
+from .heads import DEFAULT_TEMPLATES, TEMPLATE_SETS, HeadCache, Template
+from .images import decode_image
+from .resnext import ResNeXtClassifier, load_resnext
+from .weights import CLIP_VARIANTS, DEFAULT_CLIP, DEFAULT_RESNEXT, RESNEXT_VARIANTS
+
+_logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+SUBSETS = ("imagenet-r", "imagenet-a")
+NUM_IMAGENET_CLASSES = 1000
+TOP_K = 5
+MOST_WRONG_CLASSES = 5
+
+# 32 images are about 19 MB of float32 pixels per model, small enough for any
+# device, and large enough that a GPU is not idle between batches.
+DEFAULT_BATCH_SIZE = 32
+# Threads that decode and preprocess images while the models run.
+DECODE_WORKERS = min(8, os.cpu_count() or 1)
+# Without a progress bar (stderr is not a terminal), log progress every this many batches.
+PROGRESS_LOG_BATCHES = 50
+# Skipped files logged one by one before the rest are only counted.
+MAX_SKIPPED_LOGGED = 20
+
+
+class FolderError(ClassifierError):
+    """The evaluation folder is missing, empty, or has a sub-folder that names no ImageNet class."""
+
+
+# ---------------------------------------------------------------- class labels
+
+
+@functools.cache
+def imagenet_wordnet_ids() -> tuple[str, ...]:
+    """Return the WordNet ids of the 1000 ImageNet-1k classes in class-index order, from timm's class list."""
+    return tuple(ImageNetInfo("imagenet-1k").label_names())
+
+
+@functools.cache
+def _wordnet_id_to_index() -> dict[str, int]:
+    return {wordnet_id: index for index, wordnet_id in enumerate(imagenet_wordnet_ids())}
+
+
+def _read_timm_class_file(file_name: str) -> list[str]:
+    data = pkgutil.get_data("timm.data", f"_info/{file_name}")
+    if data is None:
+        raise FileNotFoundError(f"timm's class list {file_name} was not found in timm.data/_info")
+    return data.decode("utf-8").split()
+
+
+@functools.cache
+def subset_classes(subset: str) -> tuple[int, ...]:
+    """Return the ImageNet-1k indices of the 200 classes of ImageNet-R or ImageNet-A, in ascending order.
+
+    Raises:
+        ValueError: ``subset`` is not one of ``SUBSETS``.
+    """
+    if subset not in SUBSETS:
+        raise ValueError(f"unknown ImageNet subset {subset!r}; choose one of {', '.join(SUBSETS)}")
+
+    # NOTE: timm 1.0.31 ships these lists as data files (imagenet_r_indices.txt and
+    # imagenet_r_synsets.txt, the same for _a_) but no function that reads them.
+    stem = subset.replace("-", "_")
+    indices = [int(value) for value in _read_timm_class_file(f"{stem}_indices.txt")]
+    wordnet_ids = _read_timm_class_file(f"{stem}_synsets.txt")
+
+    # The two files must name the same classes, or a label would silently point at another class.
+    all_ids = imagenet_wordnet_ids()
+    if len(indices) != len(wordnet_ids) or any(all_ids[i] != w for i, w in zip(indices, wordnet_ids)):
+        raise RuntimeError(f"timm's {subset} index and WordNet id lists do not match each other")
+    return tuple(sorted(indices))
+
+
+def class_index(folder_name: str) -> int | None:
+    """Return the ImageNet-1k class index a folder name stands for, or ``None`` if it names no class.
+
+    A name is either a WordNet id such as ``n01440764`` (index 0) or a decimal
+    index from 0 to 999, with or without leading zeros.
+    """
+    if folder_name.isascii() and folder_name.isdigit():
+        index = int(folder_name)
+        return index if index < NUM_IMAGENET_CLASSES else None
+    return _wordnet_id_to_index().get(folder_name)
+
+
+def class_description(index: int) -> dict:
+    """Return the index, WordNet id and CLIP class name of an ImageNet-1k class."""
+    return {"index": index, "wordnet_id": imagenet_wordnet_ids()[index], "name": IMAGENET_CLASSNAMES[index]}
+
+
+# ---------------------------------------------------------------- folder listing
+
+
+@dataclass(frozen=True)
+class LabelledImage:
+    """An image file with the ImageNet-1k index of the class folder it is in."""
+
+    path: Path
+    label: int
+
+
+@dataclass
+class FolderListing:
+    """The images chosen for evaluation, sorted by class index and then by path."""
+
+    images: list[LabelledImage]
+    num_classes: int
+    # Image files found, before --limit.
+    num_found: int
+
+
+def _list_names(names: Sequence[str], shown: int = 10) -> str:
+    text = ", ".join(repr(name) for name in names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _image_files(class_folder: Path) -> list[Path]:
+    """List the image files under ``class_folder`` and its sub-folders, skipping hidden ones, in sorted order."""
+    files = []
+    for root, folders, names in os.walk(class_folder):
+        folders[:] = [name for name in folders if not _is_hidden(name)]
+        files.extend(
+            Path(root, name) for name in names if not _is_hidden(name) and Path(name).suffix.lower() in IMAGE_SUFFIXES
+        )
+    return sorted(files)
+
+
+def _spread_limit(per_class: list[list[LabelledImage]], limit: int) -> list[list[LabelledImage]]:
+    """Keep ``limit`` images in all, taking them round-robin: each class's first image, then each class's second, ..."""
+    kept = [0] * len(per_class)
+    remaining = limit
+    rank = 0
+    while remaining > 0:
+        progressed = False
+        for position, images in enumerate(per_class):
+            if remaining == 0:
+                break
+            if rank < len(images):
+                kept[position] += 1
+                remaining -= 1
+                progressed = True
+        if not progressed:
+            break
+        rank += 1
+    return [images[:count] for images, count in zip(per_class, kept)]
+
+
+def find_images(
+    folder: str | os.PathLike, *, classes: Sequence[int] | None = None, limit: int | None = None
+) -> FolderListing:
+    """List the labelled images of an evaluation folder.
+
+    Args:
+        folder: contains one sub-folder per class, named by WordNet id or class index.
+            Hidden files and folders and files without an image suffix are ignored.
+        classes: the ImageNet-1k indices the models choose among; every class
+            folder must be one of them. ``None`` allows all 1000.
+        limit: keep at most this many images, spread over the classes round-robin
+            in sorted order (the first image of every class, then the second, ...).
+
+    Raises:
+        FolderError: the folder is missing or contains no images, a sub-folder
+            names no ImageNet class, or a class is not in ``classes``.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        what = "not found" if not folder.exists() else "not a folder"
+        raise FolderError(f"{folder}: {what}; give a folder with one sub-folder per ImageNet class")
+
+    class_folders: list[tuple[int, Path]] = []
+    unknown: list[str] = []
+    loose_files = 0
+    for entry in sorted(folder.iterdir()):
+        if _is_hidden(entry.name):
+            continue
+        if not entry.is_dir():
+            loose_files += 1
+            continue
+        index = class_index(entry.name)
+        if index is None:
+            unknown.append(entry.name)
+        else:
+            class_folders.append((index, entry))
+
+    if unknown:
+        raise FolderError(
+            f"{folder}: {len(unknown)} sub-folder(s) name no ImageNet-1k class: {_list_names(unknown)}; "
+            "name each class folder "
+            "by its WordNet id (such as n01440764) or its class index (0 to 999), or move the folder out"
+        )
+    if not class_folders:
+        raise FolderError(
+            f"{folder}: no class sub-folders found; put the images of each class in a folder named by its "
+            "WordNet id or class index"
+        )
+    if loose_files:
+        _logger.warning("%s: ignored %d file(s) outside the class folders, which have no class", folder, loose_files)
+
+    if classes is not None:
+        allowed = set(classes)
+        outside = [entry.name for index, entry in class_folders if index not in allowed]
+        if outside:
+            raise FolderError(
+                f"{folder}: {len(outside)} class folder(s) are not among the {len(allowed)} classes evaluated: "
+                f"{_list_names(outside)}; remove them or evaluate without --subset"
+            )
+
+    class_folders.sort(key=lambda pair: (pair[0], pair[1].name))
+    seen: dict[int, str] = {}
+    for index, entry in class_folders:
+        if index in seen:
+            _logger.warning(
+                "%s: folders %r and %r both name class %d; their images are counted together",
+                folder, seen[index], entry.name, index,
+            )
+        seen.setdefault(index, entry.name)
+
+    per_class = [[LabelledImage(path, index) for path in _image_files(entry)] for index, entry in class_folders]
+    num_found = sum(len(images) for images in per_class)
+    if num_found == 0:
+        suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+        raise FolderError(f"{folder}: the class folders contain no image files (with suffix {suffixes})")
+    if limit is not None and limit < num_found:
+        per_class = _spread_limit(per_class, limit)
+
+    images = [image for class_images in per_class for image in class_images]
+    return FolderListing(images=images, num_classes=len(seen), num_found=num_found)
+
+
+# ---------------------------------------------------------------- batched classifiers
+
+
+class BatchClassifier:
+    """A classifier that ranks a fixed set of ImageNet-1k classes for batches of images.
+
+    ``transform`` preprocesses one image on the CPU and can run in worker
+    threads. ``probabilities`` runs the model on a stacked batch of transforms.
+    """
+
+    name: str
+    weights_name: str
+    device: torch.device
+    dtype: torch.dtype
+
+    def __init__(self, classes: Sequence[int] | None):
+        self.classes: tuple[int, ...] = tuple(range(NUM_IMAGENET_CLASSES)) if classes is None else tuple(classes)
+        if not self.classes:
+            raise ValueError("at least one class is required")
+        # Maps a column of the probabilities to its ImageNet-1k index.
+        self._class_indices = torch.tensor(self.classes, dtype=torch.long)
+
+    def transform(self, image: Image.Image) -> torch.Tensor:
+        raise NotImplementedError
+
+    def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Return the probabilities over ``self.classes`` of a CPU batch of transforms, on the model's device."""
+        raise NotImplementedError
+
+    def pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Preprocess images into a CPU batch, as the evaluation's worker threads do."""
+        return torch.stack([self.transform(image) for image in images])
+
+    def top_k(self, pixels: torch.Tensor, k: int = TOP_K) -> torch.Tensor:
+        """Return the ImageNet-1k indices of the ``k`` most probable classes of each image, on the CPU.
+
+        Returns:
+            An int64 tensor of shape ``[batch, min(k, len(self.classes))]``, most probable first.
+        """
+        columns = self.probabilities(pixels).topk(min(k, len(self.classes)), dim=-1).indices.cpu()
+        return self._class_indices[columns]
+
+
+class ClipBatchClassifier(BatchClassifier):
+    """CLIP zero-shot over a set of ImageNet-1k classes, with a head built from their CLIP class names."""
+
+    def __init__(
+        self,
+        clip: ClipZeroShot,
+        classes: Sequence[int] | None = None,
+        templates: str | Sequence[Template] = DEFAULT_TEMPLATES,
+    ):
+        super().__init__(classes)
+        self.clip = clip
+        self.name, self.weights_name = clip.name, clip.weights_name
+        self.device, self.dtype = clip.device, clip.dtype
+        # A head over only the chosen classes gives the softmax over those classes.
+        self.head = clip.zero_shot_head([IMAGENET_CLASSNAMES[i] for i in self.classes], templates)
+
+    def transform(self, image: Image.Image) -> torch.Tensor:
+        return self.clip.preprocess(image)
+
+    def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
+        # The same device transfer as ClipZeroShot.pixels.
+        return self.clip.probabilities(pixels.to(self.device, self.dtype), self.head)
+
+
+class ResNeXtBatchClassifier(BatchClassifier):
+    """ResNeXt over a set of ImageNet-1k classes: the softmax of the logits of those classes only."""
+
+    def __init__(self, resnext: ResNeXtClassifier, classes: Sequence[int] | None = None):
+        super().__init__(classes)
+        self.resnext = resnext
+        self.name, self.weights_name = resnext.name, resnext.weights_name
+        self.device, self.dtype = resnext.device, resnext.dtype
+        restricted = self.classes != tuple(range(NUM_IMAGENET_CLASSES))
+        self._logit_columns = self._class_indices.to(self.device) if restricted else None
+
+    def transform(self, image: Image.Image) -> torch.Tensor:
+        return self.resnext.transforms(image)
+
+    def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
+        # The same device transfer as ResNeXtClassifier.pixels.
+        pixels = pixels.to(self.device, self.dtype, memory_format=torch.channels_last)
+        if self._logit_columns is None:
+            return self.resnext.probabilities(pixels)
+        # The softmax of the chosen logits, not renormalised probabilities, which
+        # can all underflow to 0 when the model is sure of a class outside the set.
+        with torch.inference_mode():
+            logits = self.resnext.model(pixels).float()
+            return logits[:, self._logit_columns].softmax(dim=-1)
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@dataclass(frozen=True)
+class SkippedImage:
+    """An image file that could not be decoded, with the decoder's message."""
+
+    path: Path
+    error: str
+
+
+@dataclass
+class ModelTally:
+    """Running counts of one model's hits and errors."""
+
+    name: str
+    weights_name: str
+    device: str
+    images: int = 0
+    top1_correct: int = 0
+    top5_correct: int = 0
+    # Preprocessed batch to the device, inference and top-k, in seconds.
+    model_seconds: float = 0.0
+    # Top-1 errors per ImageNet-1k class index.
+    errors: Counter[int] = field(default_factory=Counter)
+
+    def add(self, labels: torch.Tensor, top: torch.Tensor) -> None:
+        """Count a batch: ``labels`` has shape ``[batch]``, ``top`` the ranked indices, shape ``[batch, k]``."""
+        top1_hits = top[:, 0] == labels
+        self.images += len(labels)
+        self.top1_correct += int(top1_hits.sum())
+        self.top5_correct += int((top == labels[:, None]).any(dim=1).sum())
+        self.errors.update(labels[~top1_hits].tolist())
+
+    @property
+    def top1(self) -> float | None:
+        return self.top1_correct / self.images if self.images else None
+
+    @property
+    def top5(self) -> float | None:
+        return self.top5_correct / self.images if self.images else None
+
+    @property
+    def images_per_s(self) -> float | None:
+        return self.images / self.model_seconds if self.model_seconds > 0 else None
+
+
+@dataclass
+class Evaluation:
+    """The outcome of evaluating classifiers on a list of labelled images."""
+
+    tallies: list[ModelTally]
+    skipped: list[SkippedImage]
+    # Images evaluated per ImageNet-1k class index.
+    class_images: Counter[int]
+    wall_seconds: float
+
+    @property
+    def images(self) -> int:
+        return sum(self.class_images.values())
+
+    def most_wrong(self, tally: ModelTally, count: int = MOST_WRONG_CLASSES) -> list[dict]:
+        """Return the ``count`` classes with the most top-1 errors, ties broken by class index."""
+        ranked = sorted(tally.errors.items(), key=lambda item: (-item[1], item[0]))[:count]
+        return [
+            class_description(index) | {"errors": errors, "images": self.class_images[index]}
+            for index, errors in ranked
+        ]
+
+
+@dataclass
+class _DecodedBatch:
+    labels: list[int]
+    # One CPU batch of transforms per classifier, or None when every image was skipped.
+    pixels: list[torch.Tensor] | None
+    skipped: list[SkippedImage]
+
+
+def _decode_and_transform(
+    item: LabelledImage, classifiers: Sequence[BatchClassifier]
+) -> list[torch.Tensor] | SkippedImage:
+    try:
+        image = decode_image(item.path).image
+    except ImageError as e:
+        return SkippedImage(item.path, str(e))
+    return [classifier.transform(image) for classifier in classifiers]
+
+
+def _collect(items: list[LabelledImage], futures: list[Future], num_classifiers: int) -> _DecodedBatch:
+    labels: list[int] = []
+    transforms: list[list[torch.Tensor]] = [[] for _ in range(num_classifiers)]
+    skipped: list[SkippedImage] = []
+    for item, future in zip(items, futures):
+        result = future.result()
+        if isinstance(result, SkippedImage):
+            skipped.append(result)
+            continue
+        labels.append(item.label)
+        for per_classifier, tensor in zip(transforms, result):
+            per_classifier.append(tensor)
+    pixels = [torch.stack(tensors) for tensors in transforms] if labels else None
+    return _DecodedBatch(labels, pixels, skipped)
+
+
+def _decoded_batches(
+    items: Sequence[LabelledImage], classifiers: Sequence[BatchClassifier], batch_size: int, workers: int
+) -> Iterator[_DecodedBatch]:
+    """Yield the images batch by batch, decoding the next batch in threads while the caller runs the current one."""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        pending: deque[tuple[list[LabelledImage], list[Future]]] = deque()
+        for start in range(0, len(items), batch_size):
+            chunk = list(items[start : start + batch_size])
+            pending.append((chunk, [pool.submit(_decode_and_transform, item, classifiers) for item in chunk]))
+            # Keeping one batch queued behind the one returned bounds memory to two batches.
+            if len(pending) > 1:
+                yield _collect(*pending.popleft(), len(classifiers))
+        while pending:
+            yield _collect(*pending.popleft(), len(classifiers))
+
+
+def evaluate_images(
+    items: Sequence[LabelledImage],
+    classifiers: Sequence[BatchClassifier],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int = DECODE_WORKERS,
+    progress: bool = False,
+) -> Evaluation:
+    """Classify labelled images in batches and count each classifier's top-1 and top-5 hits.
+
+    Only counts are kept, never the images or probabilities of past batches.
+    Files that fail to decode are skipped and listed. Every label must be one
+    of each classifier's classes, as :func:`find_images` checks.
+
+    Args:
+        progress: show a progress bar on stderr when it is a terminal, and log
+            a line every ``PROGRESS_LOG_BATCHES`` batches otherwise.
+    """
+    tallies = [ModelTally(c.name, c.weights_name, str(c.device)) for c in classifiers]
+    skipped: list[SkippedImage] = []
+    class_images: Counter[int] = Counter()
+    show_bar = progress and sys.stderr.isatty()
+
+    done = 0
+    started = time.perf_counter()
+    with tqdm(total=len(items), unit="img", desc="Evaluating", file=sys.stderr, disable=not show_bar) as bar:
+        batches = _decoded_batches(items, classifiers, batch_size, workers)
+        for number, batch in enumerate(batches, 1):
+            for failure in batch.skipped:
+                if len(skipped) < MAX_SKIPPED_LOGGED:
+                    _logger.warning("Skipped %s", failure.error)
+                elif len(skipped) == MAX_SKIPPED_LOGGED:
+                    _logger.warning("More files failed to decode; the report lists them all")
+                skipped.append(failure)
+
+            if batch.pixels is not None:
+                labels = torch.tensor(batch.labels, dtype=torch.long)
+                class_images.update(batch.labels)
+                for classifier, tally, pixels in zip(classifiers, tallies, batch.pixels):
+                    model_started = time.perf_counter()
+                    top = classifier.top_k(pixels)  # .cpu() inside waits for the device
+                    tally.model_seconds += time.perf_counter() - model_started
+                    tally.add(labels, top)
+
+            done += len(batch.labels) + len(batch.skipped)
+            bar.update(len(batch.labels) + len(batch.skipped))
+            if progress and not show_bar and number % PROGRESS_LOG_BATCHES == 0:
+                _logger.info("Evaluated %d of %d images", done, len(items))
+
+    return Evaluation(tallies, skipped, class_images, time.perf_counter() - started)

@@ -41,7 +41,7 @@ from classifiers.weights import CLIP_CHECKPOINT_ENV, RESNEXT_CHECKPOINT_ENV, che
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 SAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png")
-# SVG and HEIC are accepted so that the engine can say why they are not supported,
+# SVG and HEIC are accepted so that the engine can explain why they are not supported,
 # instead of the browser rejecting them without a reason.
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "svg", "heic", "heif"]
 TEMPLATE_NAMES = {"1": "1 prompt: “a photo of a {}.”", "7": "7 prompts (open_clip's set)", "80": "80 prompts (CLIP paper)"}
@@ -296,7 +296,7 @@ def classify_all(
 
 
 def top_k_chart(result: Classification) -> alt.Chart:
-    """A horizontal bar chart of the top-k probabilities on a fixed 0-100 % axis."""
+    """Build a horizontal bar chart of the top-k probabilities on a fixed 0-100 % axis."""
     data = pd.DataFrame(
         {
             # The rank keeps bars apart when two classes share a name (ImageNet has two "crane"s).
@@ -366,7 +366,7 @@ def summary_rows(results: list[ImageResult], settings: Settings) -> list[dict]:
 
 
 def summary_ui(results: list[ImageResult], settings: Settings) -> None:
-    """A table of every image's top-1 from both models, with the agreement rate and downloads."""
+    """Show every image's top-1 from both models in a table, with the agreement rate and downloads."""
     rows = summary_rows(results, settings)
     st.subheader("Summary", divider="gray")
     if rows and "agree" in rows[0]:

@@ -35,10 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Classify images with CLIP (zero-shot) and ResNeXt (supervised ImageNet) side by side.",
         epilog="Subcommand: 'python -m classifiers evaluate FOLDER' measures accuracy on a labelled folder.",
     )
+
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files to classify")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of text")
     parser.add_argument("--top-k", type=int, default=5, metavar="K", help="labels shown per model (default: 5)")
     parser.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)}, or cuda:N (default: auto)")
+
     parser.add_argument("--clip-model", default=DEFAULT_CLIP, choices=list(CLIP_VARIANTS), help="CLIP model and weights")
     parser.add_argument(
         "--resnext-model", default=DEFAULT_RESNEXT, choices=list(RESNEXT_VARIANTS), help="ResNeXt model and weights"
@@ -49,15 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--resnext-checkpoint", type=Path, metavar="FILE", help="local torchvision .pth file (default: $RESNEXT_CHECKPOINT)"
     )
+
     parser.add_argument(
         "--templates",
         default=DEFAULT_TEMPLATES,
         choices=list(TEMPLATE_SETS),
         help="CLIP prompt templates averaged per class: 1, open_clip's 7, or the CLIP paper's 80 (default: 1)",
     )
+
     labels = parser.add_mutually_exclusive_group()
     labels.add_argument("--labels", metavar="TEXT", help='CLIP classes instead of ImageNet\'s, e.g. "cat,dog,car"')
     labels.add_argument("--labels-file", type=Path, metavar="FILE", help="CLIP classes, one per line")
+
     parser.add_argument("-v", "--verbose", action="store_true", help="log loading steps to stderr")
     return parser
 

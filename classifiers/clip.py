@@ -240,7 +240,7 @@ def load_clip(
 
     Raises:
         WeightsError: the download failed, or the checkpoint is missing,
-            corrupt, holds pickled code or belongs to another architecture.
+            corrupt, contains pickled code or belongs to another architecture.
     """
     variant = clip_variant(variant) if isinstance(variant, str) else variant
     device = select_device(device)

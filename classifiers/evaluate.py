@@ -27,7 +27,7 @@ import pkgutil
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -418,7 +418,8 @@ class ModelTally:
 class Evaluation:
     """The outcome of evaluating classifiers on a list of labelled images."""
 
-    tallies: list[ModelTally]
+    # Keyed like the classifiers passed to evaluate_images.
+    tallies: dict[str, ModelTally]
     skipped: list[SkippedImage]
     # Images evaluated per ImageNet-1k class index.
     class_images: Counter[int]
@@ -445,9 +446,8 @@ class _DecodedBatch:
     skipped: list[SkippedImage]
 
 
-def _decode_and_transform(
-    item: LabelledImage, classifiers: Sequence[BatchClassifier]
-) -> list[torch.Tensor] | SkippedImage:
+def _decode_and_transform(item: LabelledImage, classifiers: Sequence[BatchClassifier]):
+    """Return one transform per classifier, or the SkippedImage if the file does not decode."""
     try:
         image = decode_image(item.path).image
     except ImageError as e:
@@ -489,7 +489,7 @@ def _decoded_batches(
 
 def evaluate_images(
     items: Sequence[LabelledImage],
-    classifiers: Sequence[BatchClassifier],
+    classifiers: Mapping[str, BatchClassifier],
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int = DECODE_WORKERS,
@@ -502,10 +502,11 @@ def evaluate_images(
     of each classifier's classes, as :func:`find_images` checks.
 
     Args:
+        classifiers: the classifiers by report key, such as ``{"clip": ..., "resnext": ...}``.
         progress: show a progress bar on stderr when it is a terminal, and log
             a line every ``PROGRESS_LOG_BATCHES`` batches otherwise.
     """
-    tallies = [ModelTally(c.name, c.weights_name, str(c.device)) for c in classifiers]
+    tallies = {key: ModelTally(c.name, c.weights_name, str(c.device)) for key, c in classifiers.items()}
     skipped: list[SkippedImage] = []
     class_images: Counter[int] = Counter()
     show_bar = progress and sys.stderr.isatty()
@@ -513,7 +514,7 @@ def evaluate_images(
     done = 0
     started = time.perf_counter()
     with tqdm(total=len(items), unit="img", desc="Evaluating", file=sys.stderr, disable=not show_bar) as bar:
-        batches = _decoded_batches(items, classifiers, batch_size, workers)
+        batches = _decoded_batches(items, list(classifiers.values()), batch_size, workers)
         for number, batch in enumerate(batches, 1):
             for failure in batch.skipped:
                 if len(skipped) < MAX_SKIPPED_LOGGED:
@@ -525,7 +526,8 @@ def evaluate_images(
             if batch.pixels is not None:
                 labels = torch.tensor(batch.labels, dtype=torch.long)
                 class_images.update(batch.labels)
-                for classifier, tally, pixels in zip(classifiers, tallies, batch.pixels):
+                for (key, classifier), pixels in zip(classifiers.items(), batch.pixels):
+                    tally = tallies[key]
                     model_started = time.perf_counter()
                     top = classifier.top_k(pixels)  # .cpu() inside waits for the device
                     tally.model_seconds += time.perf_counter() - model_started
@@ -537,3 +539,219 @@ def evaluate_images(
                 _logger.info("Evaluated %d of %d images", done, len(items))
 
     return Evaluation(tallies, skipped, class_images, time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------- report
+
+
+def evaluation_report(
+    evaluation: Evaluation,
+    *,
+    folder: str | os.PathLike,
+    num_classes: int,
+    candidate_classes: int,
+    subset: str | None,
+    templates: str,
+) -> dict:
+    """Return the evaluation as a JSON-serialisable dict, with accuracies as fractions from 0 to 1."""
+    report = {
+        "folder": str(folder),
+        "subset": subset,
+        "classes": num_classes,
+        "candidate_classes": candidate_classes,
+        "templates": templates,
+        "images": evaluation.images,
+        "skipped": [{"path": str(s.path), "error": s.error} for s in evaluation.skipped],
+        "wall_seconds": evaluation.wall_seconds,
+    }
+    for key, tally in evaluation.tallies.items():
+        report[key] = {
+            "model": tally.name,
+            "weights": tally.weights_name,
+            "device": tally.device,
+            "images": tally.images,
+            "top1": tally.top1,
+            "top5": tally.top5,
+            "images_per_s": tally.images_per_s,
+            "model_seconds": tally.model_seconds,
+            "most_wrong": evaluation.most_wrong(tally),
+        }
+    return report
+
+
+def _percent(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{fraction:.2%}"
+
+
+def format_report(report: dict, model_keys: Sequence[str] = ("clip", "resnext")) -> str:
+    """Format a report from :func:`evaluation_report` as a small text table."""
+    if report["subset"]:
+        candidates = f"the {report['candidate_classes']} classes of {report['subset']}"
+    else:
+        candidates = f"all {report['candidate_classes']} ImageNet-1k classes"
+    skipped = len(report["skipped"])
+    lines = [
+        f"{report['folder']}: {report['images']} images of {report['classes']} classes evaluated, "
+        f"{skipped} file{'' if skipped == 1 else 's'} skipped",
+        f"Each model chooses among {candidates}; CLIP averages {report['templates']} prompt template(s) per class.",
+        "",
+        f"{'Model':<24} {'Weights':<28} {'Top-1':>8} {'Top-5':>8} {'Images':>8} {'Images/s':>9}",
+    ]
+    for key in model_keys:
+        model = report[key]
+        speed = "-" if model["images_per_s"] is None else f"{model['images_per_s']:.1f}"
+        lines.append(
+            f"{model['model']:<24} {model['weights']:<28} {_percent(model['top1']):>8} {_percent(model['top5']):>8} "
+            f"{model['images']:>8} {speed:>9}"
+        )
+    lines += [
+        "Images/s counts model time only (batch transfer, inference and top-5), not decoding or preprocessing, "
+        "which run in background threads.",
+        f"Wall time: {report['wall_seconds']:.1f} s on {report[model_keys[0]]['device']}.",
+    ]
+
+    for key in model_keys:
+        model = report[key]
+        if not model["most_wrong"]:
+            continue
+        lines += ["", f"{model['model']}: classes with the most top-1 errors (errors / images)"]
+        lines += [
+            f"  {wrong['wordnet_id']} {wrong['index']:>4} {wrong['name']:<32} {wrong['errors']:>6} / {wrong['images']}"
+            for wrong in model["most_wrong"]
+        ]
+
+    if report["skipped"]:
+        lines += ["", "Skipped files:"]
+        lines += [f"  {entry['error']}" for entry in report["skipped"]]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _reference_accuracies() -> str:
+    """Return the published ImageNet-1k top-1 accuracy of every model offered, for the --help epilog."""
+    lines = [
+        "Published top-1 accuracy on the 50,000 ImageNet-1k validation images, to compare a run on that set with.",
+        "CLIP, zero-shot with the 80 templates of the CLIP paper (open_clip's results table; use --templates 80):",
+    ]
+    lines += [f"  {variant.key:<32} {variant.imagenet_top1:6.2f} %" for variant in CLIP_VARIANTS.values()]
+    lines.append("ResNeXt (torchvision's weights metadata):")
+    lines += [f"  {variant.key:<32} {variant.imagenet_top1:6.2f} %" for variant in RESNEXT_VARIANTS.values()]
+    lines += [
+        "",
+        "Sort the validation images into one folder per class first. ImageNet-R and ImageNet-A are",
+        "distributed with class folders named by WordNet id; evaluate them with --subset.",
+    ]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m classifiers evaluate",
+        description=(
+            "Measure the top-1 and top-5 accuracy of CLIP (zero-shot) and ResNeXt on a folder with one\n"
+            "sub-folder per ImageNet class, named by WordNet id (n01440764) or class index (0-999).\n"
+            "A sub-folder with any other name is an error (exit 2). Hidden files and folders are ignored.\n"
+            "Exit status: 0 when at least one image was evaluated, 1 when no image could be decoded,\n"
+            "2 for usage, folder, device or weights errors."
+        ),
+        epilog=_reference_accuracies(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("folder", type=Path, metavar="FOLDER", help="folder of class sub-folders")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    parser.add_argument(
+        "--templates",
+        default=DEFAULT_TEMPLATES,
+        choices=list(TEMPLATE_SETS),
+        help="CLIP prompt templates averaged per class: 1, open_clip's 7, or the CLIP paper's 80 (default: 1)",
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        metavar="N",
+        help="evaluate at most N images, taken round-robin over the classes in sorted order (default: all)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        metavar="N",
+        help=f"images per model forward pass (default: {DEFAULT_BATCH_SIZE})",
+    )
+    parser.add_argument(
+        "--subset",
+        choices=SUBSETS,
+        help="let both models choose among this subset's 200 classes only; every class folder must be in it",
+    )
+    parser.add_argument(
+        "--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)}, or cuda:N (default: auto)"
+    )
+    parser.add_argument(
+        "--clip-model", default=DEFAULT_CLIP, choices=list(CLIP_VARIANTS), help="CLIP model and weights"
+    )
+    parser.add_argument(
+        "--resnext-model", default=DEFAULT_RESNEXT, choices=list(RESNEXT_VARIANTS), help="ResNeXt model and weights"
+    )
+    parser.add_argument(
+        "--clip-checkpoint", type=Path, metavar="FILE", help="local open_clip checkpoint (default: $CLIP_CHECKPOINT)"
+    )
+    parser.add_argument(
+        "--resnext-checkpoint",
+        type=Path,
+        metavar="FILE",
+        help="local torchvision .pth file (default: $RESNEXT_CHECKPOINT)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log loading steps and progress to stderr")
+    return parser
+
+
+def evaluate_command(argv: list[str]) -> int:
+    """Run ``python -m classifiers evaluate`` with the arguments after ``evaluate`` and return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if args.limit is not None and args.limit < 1:
+        parser.error("--limit must be at least 1")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be at least 1")
+
+    classes = subset_classes(args.subset) if args.subset else None
+    try:
+        listing = find_images(args.folder, classes=classes, limit=args.limit)
+        _logger.info(
+            "Evaluating %d of the %d image files in %d classes of %s",
+            len(listing.images), listing.num_found, listing.num_classes, args.folder,
+        )
+        clip = load_clip(args.clip_model, checkpoint=args.clip_checkpoint, device=args.device, head_cache=HeadCache())
+        resnext = load_resnext(
+            args.resnext_model, checkpoint=args.resnext_checkpoint, device=args.device, progress=True
+        )
+        classifiers = {
+            "clip": ClipBatchClassifier(clip, classes, args.templates),
+            "resnext": ResNeXtBatchClassifier(resnext, classes),
+        }
+    except ClassifierError as e:
+        _logger.error("%s", e)
+        return EXIT_USAGE
+
+    evaluation = evaluate_images(listing.images, classifiers, batch_size=args.batch_size, progress=True)
+    report = evaluation_report(
+        evaluation,
+        folder=args.folder,
+        num_classes=listing.num_classes,
+        candidate_classes=len(classifiers["clip"].classes),
+        subset=args.subset,
+        templates=args.templates,
+    )
+    if args.json:
+        json.dump(report, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        print(format_report(report))
+
+    if evaluation.images == 0:
+        _logger.error("%s: none of the %d image files could be decoded", args.folder, len(listing.images))
+        return EXIT_IMAGE_FAILED
+    return EXIT_OK

@@ -2,8 +2,8 @@
 
 A zero-shot head is the matrix of class embeddings that CLIP image features are
 compared against. Building it means encoding every class name in every prompt
-template with the text encoder, which costs far more than classifying an image,
-so a head is built once per (model, weights, classes, templates) and kept in
+template with the text encoder, which costs far more than classifying an image.
+So a head is built once per (model, weights, classes, templates) and kept in
 memory and in a disk cache.
 """
 
@@ -27,8 +27,8 @@ _logger = logging.getLogger(__name__)
 Template = Callable[[str], str]
 ProgressCallback = Callable[[int, int], None]
 
-# The prompt sets offered. "1" is the single prompt the CLIP paper starts from,
-# taken from open_clip's list of the paper's 80 prompts.
+# The prompt sets offered. "1" is the prompt "a photo of a {}.", taken from
+# open_clip's OPENAI_IMAGENET_TEMPLATES, the 80 prompts OpenAI published with CLIP.
 TEMPLATE_SETS: dict[str, tuple[Template, ...]] = {
     "1": tuple(t for t in OPENAI_IMAGENET_TEMPLATES if t("{}") == "a photo of a {}."),
     "7": tuple(SIMPLE_IMAGENET_TEMPLATES),
@@ -157,7 +157,7 @@ class HeadCache:
     """Zero-shot heads stored as ``<sha256 of key>.pt`` files in one folder.
 
     A file is trusted only if it loads with ``weights_only=True``, repeats the
-    full key it was stored under, and holds a finite tensor of the expected
+    full key it was stored under, and contains a finite tensor of the expected
     shape with unit-norm columns. Anything else is rebuilt and overwritten.
     Writes go to a temporary file that is renamed into place, so a reader
     never sees half a file, even with several server processes.
@@ -190,7 +190,7 @@ class HeadCache:
             return None
         norms = head.norm(dim=0)
         if not torch.isfinite(head).all() or not torch.allclose(norms, torch.ones_like(norms), atol=1e-3):
-            _logger.warning("Zero-shot head cache file %s holds invalid values; rebuilding it", path)
+            _logger.warning("Zero-shot head cache file %s contains invalid values (not finite or not unit norm); rebuilding it", path)
             return None
         _logger.info("Read zero-shot head from %s", path)
         return head

@@ -110,7 +110,7 @@ def load_resnext(
 
     Raises:
         WeightsError: the download failed, or the checkpoint is missing,
-            corrupt, holds pickled code or belongs to another architecture.
+            corrupt, contains pickled code or belongs to another architecture.
     """
     variant = resnext_variant(variant) if isinstance(variant, str) else variant
     device = select_device(device)

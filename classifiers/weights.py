@@ -1,4 +1,4 @@
-"""Where model weights come from: the model variants offered, and local checkpoint files.
+"""Model weights: the variants offered in the app, and local checkpoint files.
 
 By default open_clip and torchvision download weights into their usual caches
 (``~/.cache/huggingface`` and ``~/.cache/torch``). Offline users point the
@@ -171,7 +171,7 @@ def load_state_dict(path: Path, model_title: str) -> dict[str, torch.Tensor]:
     """Load a state dict onto the CPU with ``weights_only=True``, accepting a ``{"state_dict": ...}`` wrapper.
 
     Raises:
-        WeightsError: the file is corrupt, holds pickled code, or holds no state dict.
+        WeightsError: the file is corrupt, contains pickled code, or contains no state dict.
     """
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)

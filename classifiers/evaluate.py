@@ -7,7 +7,7 @@ ImageNet classes, or with ``--subset`` only the 200 classes of ImageNet-R or
 ImageNet-A, and the command reports top-1 and top-5 accuracy, throughput and
 the classes each model gets wrong most often.
 
-Images are decoded and preprocessed in background threads, at most two batches
+Images are decoded and preprocessed in background threads, at most one batch
 ahead of the models, and only counts are kept, so memory stays bounded for the
 50,000 images of the ImageNet validation set.
 
@@ -53,10 +53,10 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".
 SUBSETS = ("imagenet-r", "imagenet-a")
 NUM_IMAGENET_CLASSES = 1000
 TOP_K = 5
+# Classes listed per model under "most_wrong".
 MOST_WRONG_CLASSES = 5
 
-# 32 images are about 19 MB of float32 pixels per model, small enough for any
-# device, and large enough that a GPU is not idle between batches.
+# 32 images are about 19 MB of float32 pixels per model, which fits on any device.
 DEFAULT_BATCH_SIZE = 32
 # Threads that decode and preprocess images while the models run.
 DECODE_WORKERS = min(8, os.cpu_count() or 1)
@@ -152,9 +152,9 @@ class FolderListing:
     num_found: int
 
 
-def _list_names(names: Sequence[str], shown: int = 10) -> str:
-    text = ", ".join(repr(name) for name in names[:shown])
-    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
+def _list_names(names: Sequence[str], max_shown: int = 10) -> str:
+    text = ", ".join(repr(name) for name in names[:max_shown])
+    return text + (f" and {len(names) - max_shown} more" if len(names) > max_shown else "")
 
 
 def _is_hidden(name: str) -> bool:
@@ -174,7 +174,7 @@ def _image_files(class_folder: Path) -> list[Path]:
 
 def _spread_limit(per_class: list[list[LabelledImage]], limit: int) -> list[list[LabelledImage]]:
     """Keep ``limit`` images in all, taking them round-robin: each class's first image, then each class's second, ..."""
-    kept = [0] * len(per_class)
+    counts = [0] * len(per_class)
     remaining = limit
     rank = 0
     while remaining > 0:
@@ -183,13 +183,13 @@ def _spread_limit(per_class: list[list[LabelledImage]], limit: int) -> list[list
             if remaining == 0:
                 break
             if rank < len(images):
-                kept[position] += 1
+                counts[position] += 1
                 remaining -= 1
                 progressed = True
         if not progressed:
             break
         rank += 1
-    return [images[:count] for images, count in zip(per_class, kept)]
+    return [images[:count] for images, count in zip(per_class, counts)]
 
 
 def find_images(
@@ -211,8 +211,8 @@ def find_images(
     """
     folder = Path(folder)
     if not folder.is_dir():
-        what = "not found" if not folder.exists() else "not a folder"
-        raise FolderError(f"{folder}: {what}; give a folder with one sub-folder per ImageNet class")
+        problem = "not found" if not folder.exists() else "not a folder"
+        raise FolderError(f"{folder}: {problem}; give a folder with one sub-folder per ImageNet class")
 
     class_folders: list[tuple[int, Path]] = []
     unknown: list[str] = []
@@ -282,6 +282,9 @@ class BatchClassifier:
 
     ``transform`` preprocesses one image on the CPU and can run in worker
     threads. ``probabilities`` runs the model on a stacked batch of transforms.
+
+    NOTE: only the CPU path is tested. The CUDA (float16) and MPS paths reuse the
+    engine's device transfer and inference but have not been run in this class.
     """
 
     name: str
@@ -293,10 +296,14 @@ class BatchClassifier:
         self.classes: tuple[int, ...] = tuple(range(NUM_IMAGENET_CLASSES)) if classes is None else tuple(classes)
         if not self.classes:
             raise ValueError("at least one class is required")
+        invalid = [index for index in self.classes if not 0 <= index < NUM_IMAGENET_CLASSES]
+        if invalid:
+            raise ValueError(f"class indices {invalid[:10]} are outside the ImageNet-1k range 0 to 999")
         # Maps a column of the probabilities to its ImageNet-1k index.
         self._class_indices = torch.tensor(self.classes, dtype=torch.long)
 
     def transform(self, image: Image.Image) -> torch.Tensor:
+        """Preprocess one RGB image into a CPU tensor with the model's eval transforms."""
         raise NotImplementedError
 
     def probabilities(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -497,9 +504,10 @@ def evaluate_images(
 ) -> Evaluation:
     """Classify labelled images in batches and count each classifier's top-1 and top-5 hits.
 
-    Only counts are kept, never the images or probabilities of past batches.
-    Files that fail to decode are skipped and listed. Every label must be one
-    of each classifier's classes, as :func:`find_images` checks.
+    Only counts and the list of skipped files are kept, never the images or
+    probabilities of past batches. Files that fail to decode are skipped and
+    listed. Every label must be one of each classifier's classes, as
+    :func:`find_images` checks.
 
     Args:
         classifiers: the classifiers by report key, such as ``{"clip": ..., "resnext": ...}``.
@@ -661,6 +669,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("folder", type=Path, metavar="FOLDER", help="folder of class sub-folders")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+
     parser.add_argument(
         "--templates",
         default=DEFAULT_TEMPLATES,
@@ -685,6 +694,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=SUBSETS,
         help="let both models choose among this subset's 200 classes only; every class folder must be in it",
     )
+
     parser.add_argument(
         "--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)}, or cuda:N (default: auto)"
     )
@@ -703,6 +713,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="local torchvision .pth file (default: $RESNEXT_CHECKPOINT)",
     )
+
     parser.add_argument("-v", "--verbose", action="store_true", help="log loading steps and progress to stderr")
     return parser
 

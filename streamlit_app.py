@@ -46,6 +46,10 @@ SAMPLE_SUFFIXES = (".jpg", ".jpeg", ".png")
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "svg", "heic", "heif"]
 TEMPLATE_NAMES = {"1": "1 prompt: “a photo of a {}.”", "7": "7 prompts (open_clip's set)", "80": "80 prompts (CLIP paper)"}
 BAR_HEIGHT_PX = 34
+# The same label column width in both charts keeps their 0-100 % axes aligned;
+# a longer label is cut with an ellipsis and shown whole in the tooltip.
+LABEL_WIDTH_PX = 150
+IMAGE_WIDTH_PX = 320
 _MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 
 
@@ -153,21 +157,23 @@ def sidebar_ui() -> Settings:
         "CLIP model",
         list(CLIP_VARIANTS),
         index=list(CLIP_VARIANTS).index(DEFAULT_CLIP),
-        format_func=lambda key: (
-            f"{CLIP_VARIANTS[key].title} · {CLIP_VARIANTS[key].download_mb} MB · "
-            f"{CLIP_VARIANTS[key].imagenet_top1:.1f}% top-1"
-        ),
-        help="Published zero-shot ImageNet top-1 (open_clip's results table) and approximate download size.",
+        format_func=lambda key: f"{CLIP_VARIANTS[key].title} · {CLIP_VARIANTS[key].imagenet_top1:.1f}%",
+        help="The percentage is the published zero-shot ImageNet top-1 from open_clip's results table.",
+    )
+    st.sidebar.caption(
+        f"About {CLIP_VARIANTS[clip_key].download_mb} MB to download, "
+        f"{CLIP_VARIANTS[clip_key].imagenet_top1:.1f}% zero-shot ImageNet top-1"
     )
     resnext_key = st.sidebar.selectbox(
         "ResNeXt model",
         list(RESNEXT_VARIANTS),
         index=list(RESNEXT_VARIANTS).index(DEFAULT_RESNEXT),
-        format_func=lambda key: (
-            f"{RESNEXT_VARIANTS[key].title} · {RESNEXT_VARIANTS[key].download_mb} MB · "
-            f"{RESNEXT_VARIANTS[key].imagenet_top1:.1f}% top-1"
-        ),
-        help="ImageNet top-1 and download size from torchvision's weights metadata.",
+        format_func=lambda key: f"{RESNEXT_VARIANTS[key].title} · {RESNEXT_VARIANTS[key].imagenet_top1:.1f}%",
+        help="The percentage is the ImageNet top-1 from torchvision's weights metadata.",
+    )
+    st.sidebar.caption(
+        f"{RESNEXT_VARIANTS[resnext_key].download_mb} MB to download, "
+        f"{RESNEXT_VARIANTS[resnext_key].imagenet_top1:.1f}% ImageNet top-1"
     )
     top_k = st.sidebar.slider("Labels per model (top-k)", 1, 10, 5)
     templates = st.sidebar.radio(
@@ -306,7 +312,7 @@ def top_k_chart(result: Classification) -> alt.Chart:
     )
     base = alt.Chart(data).encode(
         x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%", title=None)),
-        y=alt.Y("label:N", sort=None, axis=alt.Axis(title=None, labelLimit=220)),
+        y=alt.Y("label:N", sort=None, axis=alt.Axis(title=None, labelLimit=LABEL_WIDTH_PX, minExtent=LABEL_WIDTH_PX)),
         tooltip=[alt.Tooltip("label:N"), alt.Tooltip("probability:Q", format=".2%")],
     )
     bars = base.mark_bar()
@@ -321,9 +327,10 @@ def model_column_ui(result: Classification | None, title: str) -> None:
         return
     st.caption(f"{result.model} · weights: {result.weights}")
     st.altair_chart(top_k_chart(result), width="stretch")
-    inference, preprocess = st.columns(2)
-    inference.metric("Inference", f"{result.timings_ms['inference']:.0f} ms")
-    preprocess.metric("Preprocess", f"{result.timings_ms['preprocess']:.0f} ms")
+    # A horizontal container keeps the two figures side by side on a phone too.
+    timings = st.container(horizontal=True)
+    timings.metric("Inference", f"{result.timings_ms['inference']:.0f} ms")
+    timings.metric("Preprocess", f"{result.timings_ms['preprocess']:.0f} ms")
     st.caption(f"Device: {result.device}")
 
 
@@ -331,7 +338,7 @@ def image_result_ui(item: ImageResult, settings: Settings) -> None:
     decoded = item.decoded
     st.subheader(plain(decoded.name), divider="gray")
     width, height = decoded.original_size
-    st.image(decoded.image, caption=f"{width}×{height} {decoded.format or ''}".strip(), width=320)
+    st.image(decoded.image, caption=f"{width}×{height} {decoded.format or ''}".strip(), width=min(IMAGE_WIDTH_PX, decoded.image.width))
     for note in decoded.notes:
         st.info(plain(f"{decoded.name}: {note}"), icon="ℹ️")
 
@@ -378,17 +385,21 @@ def summary_ui(results: list[ImageResult], settings: Settings) -> None:
         hide_index=True,
         width="stretch",
         column_config={
+            "image": st.column_config.TextColumn("Image"),
+            "clip_top1": st.column_config.TextColumn("CLIP top-1"),
             "clip_probability": st.column_config.NumberColumn("CLIP p", format="percent"),
+            "resnext_top1": st.column_config.TextColumn("ResNeXt top-1"),
             "resnext_probability": st.column_config.NumberColumn("ResNeXt p", format="percent"),
+            "agree": st.column_config.CheckboxColumn("Same class"),
         },
     )
-    csv_column, json_column = st.columns(2)
-    csv_column.download_button("Download CSV", table.to_csv(index=False), "clip-vs-resnext.csv", "text/csv")
+    downloads = st.container(horizontal=True)
+    downloads.download_button("Download CSV", table.to_csv(index=False), "clip-vs-resnext.csv", "text/csv")
     document = [
         {"image": r.decoded.name, "clip": r.clip and r.clip.to_dict(), "resnext": r.resnext and r.resnext.to_dict()}
         for r in results
     ]
-    json_column.download_button(
+    downloads.download_button(
         "Download JSON", json.dumps(document, indent=2), "clip-vs-resnext.json", "application/json"
     )
 

@@ -35,7 +35,7 @@ import torch
 import torchvision
 from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 from PIL import Image
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from .clip import ClipZeroShot, load_clip
 from .devices import DEVICE_CHOICES, describe_device, select_device, synchronize
@@ -65,6 +65,8 @@ LARGE_JPEG_QUALITY = 90
 
 HEAD_TEMPLATES = TEMPLATE_SETS["1"]
 MATMUL_SIZE = 2048
+# Above this fraction of CPU time used by other processes, the output warns that times are inflated.
+BUSY_SHARE = 0.05
 NUM_CLASSES = len(IMAGENET_CLASSNAMES)
 
 
@@ -77,18 +79,55 @@ class Settings:
     head_repeats: int
     # Head builds use every head_class_step-th ImageNet class; 1 builds all 1000.
     head_class_step: int
+    # Time head_repeats trimmed builds on all 1000 classes. When False, the one
+    # build that classify() needs is the only timed run.
+    time_full_trimmed_head: bool
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Settings:
         if args.quick:
-            settings = cls(repeats=5, warmup=1, head_repeats=1, head_class_step=50)
+            settings = cls(repeats=5, warmup=1, head_repeats=1, head_class_step=50, time_full_trimmed_head=False)
         else:
-            settings = cls(repeats=20, warmup=3, head_repeats=3, head_class_step=10)
+            settings = cls(repeats=20, warmup=3, head_repeats=3, head_class_step=10, time_full_trimmed_head=True)
         if args.repeats is not None:
             settings = replace(settings, repeats=args.repeats, head_repeats=min(args.repeats, settings.head_repeats))
         if args.full_head:
             settings = replace(settings, head_class_step=1)
         return settings
+
+
+@dataclass(frozen=True)
+class CpuClock:
+    """CPU seconds used so far by the whole machine and by this process, to tell whether others shared the CPU."""
+
+    wall_s: float
+    machine_busy_s: float | None
+    process_s: float
+
+    @classmethod
+    def read(cls) -> CpuClock:
+        times = os.times()
+        return cls(time.perf_counter(), _machine_busy_seconds(), times.user + times.system)
+
+    def others_share_since(self, start: CpuClock) -> float | None:
+        """Return the fraction of all CPUs' time since ``start`` used by other processes, or None off Linux."""
+        if self.machine_busy_s is None or start.machine_busy_s is None:
+            return None
+        others_s = (self.machine_busy_s - start.machine_busy_s) - (self.process_s - start.process_s)
+        capacity_s = (self.wall_s - start.wall_s) * (os.cpu_count() or 1)
+        return max(0.0, others_s / capacity_s)
+
+
+def _machine_busy_seconds() -> float | None:
+    """Return the CPU seconds all processes have used since boot, from the first line of /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+    except OSError:  # not Linux
+        return None
+    # user, nice, system, idle, iowait, irq, softirq: everything except idle and iowait is busy.
+    user, nice, system, _idle, _iowait, irq, softirq = (int(value) for value in fields[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -99,6 +138,8 @@ class Timing:
     min_s: float
     max_s: float
     runs: int
+    # Fraction of all CPUs' time that other processes used during the timed runs; None off Linux.
+    others_cpu_share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +182,7 @@ def time_interleaved(
         synchronize(device)
 
     durations: dict[str, list[float]] = {name: [] for name in operations}
+    clock_at_start = CpuClock.read()
     for _ in range(repeats):
         for name, operation in operations.items():
             synchronize(device)
@@ -148,8 +190,9 @@ def time_interleaved(
             operation()
             synchronize(device)
             durations[name].append(time.perf_counter() - started)
+    others_share = CpuClock.read().others_share_since(clock_at_start)
     return {
-        name: Timing(statistics.median(values), min(values), max(values), len(values))
+        name: Timing(statistics.median(values), min(values), max(values), len(values), others_share)
         for name, values in durations.items()
     }
 
@@ -174,7 +217,7 @@ def write_random_checkpoints(folder: Path, *, clip: bool, resnext: bool) -> dict
 def measure_classification(
     clip: ClipZeroShot, resnext: ResNeXtClassifier, image: Image.Image, settings: Settings
 ) -> dict[str, Timing]:
-    """Time warm top-5 ``classify()`` calls of both models on ``image``; CLIP's head must be built already."""
+    """Time warm top-5 ``classify()`` calls of both models on ``image``. CLIP's head must be built already."""
     _logger.info("Timing classification of one image (%d runs per model)", settings.repeats)
     return time_interleaved(
         {"clip": lambda: clip.classify(image, top_k=5), "resnext": lambda: resnext.classify(image, top_k=5)},
@@ -184,8 +227,15 @@ def measure_classification(
     )
 
 
-def measure_head_builds(clip: ClipZeroShot, classnames: Sequence[str], settings: Settings) -> dict[str, object]:
-    """Time building one head for ``classnames`` padded (open_clip) and trimmed (ours), and compare the heads."""
+def measure_head_builds(
+    clip: ClipZeroShot, classnames: Sequence[str], settings: Settings
+) -> tuple[dict[str, Timing], float]:
+    """Time building the head for ``classnames`` padded (open_clip's way) and trimmed (ours).
+
+    Returns:
+        The timings under "padded" and "trimmed", and the largest absolute
+        difference between the two heads, which should be float rounding only.
+    """
     _logger.info(
         "Timing zero-shot head builds on %d classes (%d runs each way)", len(classnames), settings.head_repeats
     )
@@ -200,7 +250,7 @@ def measure_head_builds(clip: ClipZeroShot, classnames: Sequence[str], settings:
     def build_trimmed() -> None:
         built["trimmed"] = build_zero_shot_head(clip.model, clip.tokenizer, classnames, HEAD_TEMPLATES, device=device)
 
-    # Warm up on a few classes only: a full padded build costs a minute on a CPU.
+    # Warm up on a few classes only, because a full padded build takes over a minute on a 2-core CPU.
     warmup_classes = classnames[:10]
     open_clip.build_zero_shot_classifier(clip.model, clip.tokenizer, warmup_classes, HEAD_TEMPLATES, device=device)
     build_zero_shot_head(clip.model, clip.tokenizer, warmup_classes, HEAD_TEMPLATES, device=device)
@@ -212,22 +262,49 @@ def measure_head_builds(clip: ClipZeroShot, classnames: Sequence[str], settings:
         device=device,
     )
     difference = (built["padded"].float() - built["trimmed"].float()).abs().max().item()
-    return {"padded": timings["padded"], "trimmed": timings["trimmed"], "max_abs_difference": difference}
+    return timings, difference
+
+
+def measure_full_trimmed_head(clip: ClipZeroShot, settings: Settings) -> Timing:
+    """Time building the trimmed head on all 1000 ImageNet classes, as the app does."""
+    _logger.info("Timing trimmed head builds on all %d classes (%d runs)", NUM_CLASSES, settings.head_repeats)
+    classnames = list(IMAGENET_CLASSNAMES)
+    timings = time_interleaved(
+        {
+            "trimmed": lambda: build_zero_shot_head(
+                clip.model, clip.tokenizer, classnames, HEAD_TEMPLATES, device=clip.device
+            )
+        },
+        repeats=settings.head_repeats,
+        warmup=0,
+        device=clip.device,
+    )
+    return timings["trimmed"]
+
+
+def _cpu_attention_flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
 def count_flops(run: Callable[[], object]) -> int:
     """Count the FLOPs of one call of ``run`` with FlopCounterMode (a multiply-add counts as 2).
 
-    The fused fast path of ``nn.MultiheadAttention`` is switched off while
-    counting because FlopCounterMode does not count its input and output
-    projections, a third of a ViT's matmul FLOPs. NOTE: the attention products
-    themselves (about 1% of ViT-B/32's FLOPs) stay uncounted on the CPU, where
-    PyTorch 2.14 runs them as a kernel that FlopCounterMode has no formula for.
+    FlopCounterMode (PyTorch 2.14) misses two parts of a ViT, so both are fixed here:
+
+    * it does not see the input and output projections inside the fused fast
+      path of ``nn.MultiheadAttention``, a third of ViT-B/32's FLOPs, so the
+      fast path is switched off while counting;
+    * it has no formula for the CPU attention kernel, so that kernel gets the
+      formula FlopCounterMode uses for the CUDA attention kernels.
     """
     fast_path = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
+    counter = FlopCounterMode(
+        display=False,
+        custom_mapping={torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops},
+    )
     try:
-        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        with torch.inference_mode(), counter:
             run()
     finally:
         torch.backends.mha.set_fastpath_enabled(fast_path)
@@ -236,8 +313,12 @@ def count_flops(run: Callable[[], object]) -> int:
 
 def measure_forwards(
     clip: ClipZeroShot, resnext: ResNeXtClassifier, image: Image.Image, settings: Settings
-) -> dict[str, object]:
-    """Count each model's forward FLOPs and time the forwards and an fp32 matmul on the device."""
+) -> tuple[dict[str, int], dict[str, Timing]]:
+    """Count each model's forward FLOPs, and time the forwards and an fp32 matmul on the device.
+
+    Returns:
+        FLOPs under "clip" and "resnext", and timings under "clip", "resnext" and "matmul".
+    """
     device = clip.device
     clip_pixels = clip.pixels([image])
     resnext_pixels = resnext.pixels([image])
@@ -250,7 +331,9 @@ def measure_forwards(
 
     flops = {"clip": count_flops(clip_forward), "resnext": count_flops(resnext_forward)}
 
-    _logger.info("Timing forward passes and a %dx%d fp32 matmul (%d runs each)", MATMUL_SIZE, MATMUL_SIZE, settings.repeats)
+    _logger.info(
+        "Timing forward passes and a %dx%d fp32 matmul (%d runs each)", MATMUL_SIZE, MATMUL_SIZE, settings.repeats
+    )
     left = torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=device, dtype=torch.float32)
     right = torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=device, dtype=torch.float32)
     with torch.inference_mode():
@@ -260,7 +343,7 @@ def measure_forwards(
             warmup=settings.warmup,
             device=device,
         )
-    return {"flops": flops, "timings": timings, "matmul_flops": 2 * MATMUL_SIZE**3}
+    return flops, timings
 
 
 def write_large_jpeg(folder: Path) -> Path:
@@ -272,8 +355,14 @@ def write_large_jpeg(folder: Path) -> Path:
     return path
 
 
-def measure_jpeg(resnext: ResNeXtClassifier, path: Path, settings: Settings) -> dict[str, object]:
-    """Time decoding ``path`` from bytes and applying ResNeXt's transforms, at full size and with draft decoding."""
+def measure_jpeg(
+    resnext: ResNeXtClassifier, path: Path, settings: Settings
+) -> tuple[dict[str, Timing], int, tuple[int, int]]:
+    """Time decoding ``path`` from bytes plus ResNeXt's transforms, at full size and with draft decoding.
+
+    Returns:
+        The timings under "full" and "draft", the file size in bytes and the draft-decoded size.
+    """
     _logger.info("Timing decoding and preprocessing of %s (%d runs each way)", path.name, settings.repeats)
     data = path.read_bytes()
     timings = time_interleaved(
@@ -285,49 +374,62 @@ def measure_jpeg(resnext: ResNeXtClassifier, path: Path, settings: Settings) -> 
         warmup=settings.warmup,
         device=torch.device("cpu"),
     )
-    draft_size = decode_image(data, path.name).image.size
-    return {"timings": timings, "bytes": len(data), "draft_size": draft_size}
+    return timings, len(data), decode_image(data, path.name).image.size
 
 
 def _significant(value: float, digits: int = 4) -> float:
     return float(f"{value:.{digits}g}")
 
 
-def _load_average() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return None
+def _rounded_share(share: float | None) -> float | None:
+    return None if share is None else round(share, 3)
 
 
-def run_benchmark(
+@dataclass
+class Measurements:
+    """Everything one benchmark run measured, before ratios are taken."""
+
+    settings: Settings
+    device: torch.device
+    models: dict[str, str]
+    weights: dict[str, str]
+    random_weights: list[str]
+    classification: dict[str, Timing]
+    head_classes: int
+    # "padded" and "trimmed" on head_classes classes; "trimmed_full" on all 1000.
+    heads: dict[str, Timing]
+    head_max_abs_difference: float
+    flops: dict[str, int]
+    # "clip", "resnext" and "matmul".
+    forwards: dict[str, Timing]
+    matmul_flops: int
+    jpeg: dict[str, Timing]
+    jpeg_bytes: int
+    jpeg_draft_size: tuple[int, int]
+    # Fraction of all CPUs' time that other processes used during the run; None off Linux.
+    others_cpu_share: float | None
+
+
+def measure_all(
     *,
     device: str | None,
     clip_checkpoint: Path | None,
     resnext_checkpoint: Path | None,
     settings: Settings,
-) -> dict[str, object]:
-    """Load both classifiers, run every measurement and return the results as a JSON-ready dict.
+) -> Measurements:
+    """Load both classifiers on one device and run every measurement.
 
     Raises:
         ClassifierError: a checkpoint failed to load, or the device is not available.
     """
-    load_at_start = _load_average()
+    clock_at_start = CpuClock.read()
     selected = select_device(device)
-    notes: list[str] = []
 
     with tempfile.TemporaryDirectory(prefix="clip-vs-resnext-benchmark-") as temporary:
         folder = Path(temporary)
         random_paths = write_random_checkpoints(
             folder, clip=clip_checkpoint is None, resnext=resnext_checkpoint is None
         )
-        if random_paths:
-            notes.append(
-                "random weights for "
-                + " and ".join(sorted(random_paths))
-                + ": they run the same operations on tensors of the same shapes as trained weights, "
-                "so the speed does not depend on the weight values"
-            )
         clip_path = clip_checkpoint or random_paths["clip"]
         resnext_path = resnext_checkpoint or random_paths["resnext"]
 
@@ -336,72 +438,70 @@ def run_benchmark(
         resnext = load_resnext(checkpoint=resnext_path, device=selected)
         image = load_image(CLASSIFY_IMAGE)
 
-        _logger.info("Building the %d-class zero-shot head used by classify()", NUM_CLASSES)
+        _logger.info("Building the %d-class zero-shot head that classify() uses", NUM_CLASSES)
+        clock_before_head = CpuClock.read()
         started = time.perf_counter()
-        clip.zero_shot_head()  # the ImageNet head with classify()'s default templates
+        clip.zero_shot_head()  # ImageNet's classes with classify()'s default templates
         synchronize(selected)
-        head_full_once_s = time.perf_counter() - started
+        head_once_s = time.perf_counter() - started
+        head_once = Timing(
+            head_once_s, head_once_s, head_once_s, 1, CpuClock.read().others_share_since(clock_before_head)
+        )
 
         classification = measure_classification(clip, resnext, image, settings)
 
         head_classnames = list(IMAGENET_CLASSNAMES[:: settings.head_class_step])
-        head_scale = NUM_CLASSES / len(head_classnames)
-        heads = measure_head_builds(clip, head_classnames, settings)
+        heads, head_difference = measure_head_builds(clip, head_classnames, settings)
+        if len(head_classnames) == NUM_CLASSES:
+            heads["trimmed_full"] = heads["trimmed"]
+        elif settings.time_full_trimmed_head:
+            heads["trimmed_full"] = measure_full_trimmed_head(clip, settings)
+        else:
+            heads["trimmed_full"] = head_once
 
-        forwards = measure_forwards(clip, resnext, image, settings)
-        jpeg = measure_jpeg(resnext, write_large_jpeg(folder), settings)
+        flops, forwards = measure_forwards(clip, resnext, image, settings)
+        jpeg, jpeg_bytes, jpeg_draft_size = measure_jpeg(resnext, write_large_jpeg(folder), settings)
 
-        weights = {"clip": clip_path.name, "resnext": resnext_path.name}
-        architectures = {"clip": clip.name, "resnext": resnext.name}
+        return Measurements(
+            settings=settings,
+            device=selected,
+            models={"clip": clip.name, "resnext": resnext.name},
+            weights={"clip": clip_path.name, "resnext": resnext_path.name},
+            random_weights=sorted(random_paths),
+            classification=classification,
+            head_classes=len(head_classnames),
+            heads=heads,
+            head_max_abs_difference=head_difference,
+            flops=flops,
+            forwards=forwards,
+            matmul_flops=2 * MATMUL_SIZE**3,
+            jpeg=jpeg,
+            jpeg_bytes=jpeg_bytes,
+            jpeg_draft_size=jpeg_draft_size,
+            others_cpu_share=CpuClock.read().others_share_since(clock_at_start),
+        )
 
-    clip_s = classification["clip"].median_s
-    resnext_s = classification["resnext"].median_s
-    head_padded_s = heads["padded"].median_s * head_scale
-    head_trimmed_s = heads["trimmed"].median_s * head_scale
+
+def summarize(measured: Measurements) -> dict[str, object]:
+    """Turn the measurements into the benchmark's JSON object: rounded times, ratios, targets and notes."""
+    clip_s = measured.classification["clip"].median_s
+    resnext_s = measured.classification["resnext"].median_s
+
+    head_scale = NUM_CLASSES / measured.head_classes
+    head_padded_s = measured.heads["padded"].median_s * head_scale
+    head_trimmed_s = measured.heads["trimmed"].median_s * head_scale
+    head_trimmed_full_s = measured.heads["trimmed_full"].median_s
     seed_per_image_s = head_padded_s + clip_s
 
-    forward_timings = forwards["timings"]
-    matmul_gflops = forwards["matmul_flops"] / forward_timings["matmul"].median_s / 1e9
-    clip_forward_gflops = forwards["flops"]["clip"] / forward_timings["clip"].median_s / 1e9
-    resnext_forward_gflops = forwards["flops"]["resnext"] / forward_timings["resnext"].median_s / 1e9
+    forwards = measured.forwards
+    matmul_gflops = measured.matmul_flops / forwards["matmul"].median_s / 1e9
+    clip_forward_gflops = measured.flops["clip"] / forwards["clip"].median_s / 1e9
+    resnext_forward_gflops = measured.flops["resnext"] / forwards["resnext"].median_s / 1e9
 
-    jpeg_full_s = jpeg["timings"]["full"].median_s
-    jpeg_draft_s = jpeg["timings"]["draft"].median_s
+    jpeg_full_s = measured.jpeg["full"].median_s
+    jpeg_draft_s = measured.jpeg["draft"].median_s
 
-    if head_scale != 1:
-        notes.append(
-            f"head_padded_s and head_trimmed_s are estimates: both heads were built on {len(head_classnames)} "
-            f"of the {NUM_CLASSES} classes (every {settings.head_class_step}th) and the times multiplied by "
-            f"{head_scale:g}; building the full {NUM_CLASSES}-class trimmed head once took {head_full_once_s:.1f} s"
-        )
-    notes.append(
-        "head_padded_s runs open_clip.build_zero_shot_classifier with its default of 10 classes per batch; "
-        "head_trimmed_s runs build_zero_shot_head with its default batch of 256 prompts"
-    )
-    notes.append(
-        "seed_per_image_s is an estimate: the padded head build time plus one warm CLIP classification (clip_ms)"
-    )
-    notes.append(
-        "forward GFLOP/s = FlopCounterMode FLOPs of one batch-1 forward (a multiply-add counts as 2) "
-        "divided by the median forward time"
-    )
-    if selected.type == "cuda":
-        notes.append(
-            "the models run in float16 on CUDA and the matmul reference in float32, so an efficiency may exceed 1"
-        )
-    notes.append(
-        f"the {LARGE_JPEG_SIZE[0]}x{LARGE_JPEG_SIZE[1]} JPEG is upscaled from {JPEG_SOURCE_IMAGE.name}, so it holds "
-        "less fine detail than a real 24-megapixel photo and its full decode may be faster than such a photo's"
-    )
-    load_at_end = _load_average()
-    busy = [load for load in (load_at_start, load_at_end) if load is not None and load > 0.5]
-    if busy:
-        notes.append(
-            f"other processes were using the CPU (1-minute load average {max(busy):.1f} at the start or end of the "
-            "run), so the times may be slower and noisier than on an idle machine"
-        )
-
-    results: dict[str, object] = {
+    numbers = {
         "clip_ms": clip_s * 1000,
         "resnext_ms": resnext_s * 1000,
         "clip_over_resnext": clip_s / resnext_s,
@@ -418,65 +518,147 @@ def run_benchmark(
         "jpeg_full_ms": jpeg_full_s * 1000,
         "jpeg_draft_ms": jpeg_draft_s * 1000,
         "jpeg_full_over_draft": jpeg_full_s / jpeg_draft_s,
-        "clip_forward_ms": forward_timings["clip"].median_s * 1000,
-        "resnext_forward_ms": forward_timings["resnext"].median_s * 1000,
-        "matmul_ms": forward_timings["matmul"].median_s * 1000,
-        "clip_forward_gflop": forwards["flops"]["clip"] / 1e9,
-        "resnext_forward_gflop": forwards["flops"]["resnext"] / 1e9,
-        "head_trimmed_full_once_s": head_full_once_s,
-        "head_max_abs_difference": heads["max_abs_difference"],
+        "head_trimmed_full_s": head_trimmed_full_s,
+        "head_speedup_full": head_padded_s / head_trimmed_full_s,
+        "head_max_abs_difference": measured.head_max_abs_difference,
+        "clip_forward_ms": forwards["clip"].median_s * 1000,
+        "resnext_forward_ms": forwards["resnext"].median_s * 1000,
+        "matmul_ms": forwards["matmul"].median_s * 1000,
+        "clip_forward_gflop": measured.flops["clip"] / 1e9,
+        "resnext_forward_gflop": measured.flops["resnext"] / 1e9,
     }
-    results = {key: _significant(value) for key, value in results.items()}
+    results: dict[str, object] = {key: _significant(value) for key, value in numbers.items()}
 
-    results["ranges_ms"] = {
-        name: [_significant(timing.min_s * 1000), _significant(timing.max_s * 1000)]
-        for name, timing in (
-            ("clip_ms", classification["clip"]),
-            ("resnext_ms", classification["resnext"]),
-            ("clip_forward_ms", forward_timings["clip"]),
-            ("resnext_forward_ms", forward_timings["resnext"]),
-            ("matmul_ms", forward_timings["matmul"]),
-            ("jpeg_full_ms", jpeg["timings"]["full"]),
-            ("jpeg_draft_ms", jpeg["timings"]["draft"]),
-        )
+    timed_per_image = {
+        "clip_ms": measured.classification["clip"],
+        "resnext_ms": measured.classification["resnext"],
+        "clip_forward_ms": forwards["clip"],
+        "resnext_forward_ms": forwards["resnext"],
+        "matmul_ms": forwards["matmul"],
+        "jpeg_full_ms": measured.jpeg["full"],
+        "jpeg_draft_ms": measured.jpeg["draft"],
+    }
+    results["min_max_ms"] = {
+        key: [_significant(timing.min_s * 1000), _significant(timing.max_s * 1000)]
+        for key, timing in timed_per_image.items()
     }
     results["targets"] = {
         target.key: {"target": str(target), "met": target.is_met(results[target.key])} for target in TARGETS
     }
-    results["device"] = describe_device(selected)
-    results["threads"] = torch.get_num_threads()
-    results["torch"] = torch.__version__
-    results["open_clip"] = open_clip.__version__
-    results["models"] = architectures
-    results["weights"] = weights
-    results["repeats"] = settings.repeats
-    results["head_repeats"] = settings.head_repeats
-    results["head_classes"] = len(head_classnames)
-    results["jpeg_bytes"] = jpeg["bytes"]
-    results["jpeg_draft_size"] = list(jpeg["draft_size"])
-    results["load_average"] = [load_at_start, load_at_end]
-    results["notes"] = notes
+    results.update(
+        device=describe_device(measured.device),
+        threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        open_clip=open_clip.__version__,
+        models=measured.models,
+        weights=measured.weights,
+        repeats=measured.settings.repeats,
+        head_repeats=measured.settings.head_repeats,
+        head_classes=measured.head_classes,
+        head_trimmed_full_runs=measured.heads["trimmed_full"].runs,
+        jpeg_bytes=measured.jpeg_bytes,
+        jpeg_draft_size=list(measured.jpeg_draft_size),
+        others_cpu_share=_rounded_share(measured.others_cpu_share),
+        others_cpu_share_by_step={
+            "classification": _rounded_share(measured.classification["clip"].others_cpu_share),
+            "head_builds": _rounded_share(measured.heads["padded"].others_cpu_share),
+            "head_trimmed_full": _rounded_share(measured.heads["trimmed_full"].others_cpu_share),
+            "forwards": _rounded_share(forwards["clip"].others_cpu_share),
+            "jpeg": _rounded_share(measured.jpeg["full"].others_cpu_share),
+        },
+        notes=describe_method(measured),
+    )
     return results
 
 
-# Rows of the table: (result key, unit, heading printed above the row or "").
-_TABLE_ROWS = (
-    ("clip_ms", "ms", "Warm top-5 classification of one image, 1000 ImageNet classes"),
-    ("resnext_ms", "ms", ""),
-    ("clip_over_resnext", "x", ""),
-    ("head_padded_s", "s", "Building the 1-template 1000-class zero-shot head"),
-    ("head_trimmed_s", "s", ""),
-    ("head_speedup", "x", ""),
-    ("seed_per_image_s", "s", "Naive app that encodes the 1000 prompts again for every image"),
-    ("seed_over_ours", "x", ""),
-    ("matmul_gflops", "GFLOP/s", "Forward throughput, batch 1"),
-    ("clip_forward_gflops", "GFLOP/s", ""),
-    ("resnext_forward_gflops", "GFLOP/s", ""),
-    ("clip_efficiency", "", ""),
-    ("resnext_efficiency", "", ""),
-    ("jpeg_full_ms", "ms", "Decoding and preprocessing a 24-megapixel JPEG"),
-    ("jpeg_draft_ms", "ms", ""),
-    ("jpeg_full_over_draft", "x", ""),
+def describe_method(measured: Measurements) -> list[str]:
+    """Return the notes printed under the results: which numbers are estimates, and how each was taken."""
+    notes = []
+    if measured.random_weights:
+        notes.append(
+            f"random weights for {' and '.join(measured.random_weights)}: the speed does not depend on the weight "
+            "values, because trained weights run the same operations on tensors of the same shapes"
+        )
+
+    step = measured.settings.head_class_step
+    if measured.head_classes != NUM_CLASSES:
+        notes.append(
+            f"head_padded_s and head_trimmed_s are estimates: both heads were built on {measured.head_classes} "
+            f"of the {NUM_CLASSES} classes (every {step}th) and the times were multiplied by {NUM_CLASSES // measured.head_classes}"
+        )
+    runs = measured.heads["trimmed_full"].runs
+    notes.append(
+        f"head_trimmed_full_s is measured on all {NUM_CLASSES} classes ({runs} run{'s' if runs > 1 else ''}); "
+        "head_speedup_full = head_padded_s / head_trimmed_full_s"
+    )
+    notes.append(
+        "the padded head is built by open_clip.build_zero_shot_classifier with its default of 10 classes per batch, "
+        "the trimmed head by build_zero_shot_head with its default of 256 prompts per batch"
+    )
+    notes.append(
+        "seed_per_image_s is an estimate: the padded head build time plus one warm CLIP classification (clip_ms)"
+    )
+    notes.append(
+        "forward GFLOP/s = FlopCounterMode FLOPs of one batch-1 forward (a multiply-add counts as 2) "
+        "divided by the median forward time"
+    )
+    if measured.device.type == "cuda":
+        notes.append(
+            "the models run in float16 on CUDA and the matmul reference in float32, so an efficiency may exceed 1"
+        )
+    notes.append(
+        f"the {LARGE_JPEG_SIZE[0]}x{LARGE_JPEG_SIZE[1]} JPEG is upscaled from {JPEG_SOURCE_IMAGE.name}, so it has "
+        "less fine detail than a real 24-megapixel photo and may decode faster than one"
+    )
+
+    share = measured.others_cpu_share
+    if share is not None and share > BUSY_SHARE:
+        notes.append(
+            f"other processes used {share:.0%} of the CPU time during the run, "
+            "so the times are slower and noisier than on an idle machine"
+        )
+    return notes
+
+
+# The table's sections: heading, key in "others_cpu_share_by_step", and (result key, unit) rows.
+_TABLE_SECTIONS = (
+    (
+        "Warm top-5 classification of one image over the 1000 ImageNet classes",
+        "classification",
+        (("clip_ms", "ms"), ("resnext_ms", "ms"), ("clip_over_resnext", "x")),
+    ),
+    (
+        "Building the 1-template 1000-class zero-shot head",
+        "head_builds",
+        (
+            ("head_padded_s", "s"),
+            ("head_trimmed_s", "s"),
+            ("head_speedup", "x"),
+            ("head_trimmed_full_s", "s"),
+            ("head_speedup_full", "x"),
+        ),
+    ),
+    (
+        "Naive app that encodes the 1000 prompts again for every image",
+        "head_builds",
+        (("seed_per_image_s", "s"), ("seed_over_ours", "x")),
+    ),
+    (
+        "Forward throughput at batch 1",
+        "forwards",
+        (
+            ("matmul_gflops", "GFLOP/s"),
+            ("clip_forward_gflops", "GFLOP/s"),
+            ("resnext_forward_gflops", "GFLOP/s"),
+            ("clip_efficiency", ""),
+            ("resnext_efficiency", ""),
+        ),
+    ),
+    (
+        "Decoding and preprocessing a 24-megapixel JPEG",
+        "jpeg",
+        (("jpeg_full_ms", "ms"), ("jpeg_draft_ms", "ms"), ("jpeg_full_over_draft", "x")),
+    ),
 )
 
 
@@ -487,18 +669,20 @@ def format_table(results: dict[str, object]) -> str:
         f"Device: {results['device']}, torch {results['torch']}, open_clip {results['open_clip']}",
         f"Models: {results['models']['clip']} ({results['weights']['clip']}), "
         f"{results['models']['resnext']} ({results['weights']['resnext']})",
-        f"Runs: median of {results['repeats']} after warm-up; head builds: median of {results['head_repeats']} "
+        f"Runs: median of {results['repeats']} after warm-up. Head builds: median of {results['head_repeats']} "
         f"on {results['head_classes']} classes",
     ]
-    for key, unit, heading in _TABLE_ROWS:
-        if heading:
-            lines += ["", heading]
-        value = f"{results[key]:g} {unit}".rstrip()
-        row = f"  {key:<24}{value:>16}"
-        if key in targets:
-            verdict = "PASS" if results["targets"][key]["met"] else "MISS"
-            row += f"   target {targets[key]!s:<8} {verdict}"
-        lines.append(row)
+    for heading, step, rows in _TABLE_SECTIONS:
+        share = results["others_cpu_share_by_step"][step]
+        busy = f" (other processes used {share:.0%} of the CPU)" if share is not None and share > BUSY_SHARE else ""
+        lines += ["", heading + busy]
+        for key, unit in rows:
+            value = f"{results[key]:g} {unit}".rstrip()
+            row = f"  {key:<24}{value:>16}"
+            if key in targets:
+                verdict = "PASS" if results["targets"][key]["met"] else "MISS"
+                row += f"   target {targets[key]!s:<8} {verdict}"
+            lines.append(row)
     lines += ["", "Notes:"]
     lines += [f"  - {note}" for note in results["notes"]]
     return "\n".join(lines)
@@ -546,7 +730,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--full-head",
         action="store_true",
-        help="build the heads on all 1000 classes instead of every 10th class times 10 (over a minute on a CPU)",
+        help=(
+            "build the heads on all 1000 classes instead of timing every 10th class and multiplying by 10 "
+            "(the padded build alone takes over a minute on a 2-core CPU)"
+        ),
     )
     return parser.parse_args(argv)
 
@@ -560,7 +747,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     resnext_checkpoint = args.resnext_checkpoint or checkpoint_from_env(RESNEXT_CHECKPOINT_ENV)
 
     try:
-        results = run_benchmark(
+        measured = measure_all(
             device=args.device,
             clip_checkpoint=clip_checkpoint,
             resnext_checkpoint=resnext_checkpoint,
@@ -569,6 +756,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ClassifierError as e:
         raise SystemExit(f"benchmark failed: {e}") from None
 
+    results = summarize(measured)
     print(json.dumps(results, indent=2) if args.json else format_table(results))
 
 

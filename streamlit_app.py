@@ -227,7 +227,10 @@ def inputs_ui() -> list[tuple[str, bytes]]:
 # --- Classification (cached per image and settings) --------------------------
 
 
-@st.cache_data(show_spinner=False, max_entries=32)
+# NOTE: entries are full decoded images (3 bytes per pixel, up to MAX_PIXELS), so
+# this cache can hold about 8 x 240 MB for huge PNGs. A byte-size bound would need
+# a custom cache; Streamlit's cache_data bounds only the entry count.
+@st.cache_data(show_spinner=False, max_entries=8, ttl=3600)
 def decode_cached(digest: str, name: str, _data: bytes) -> DecodedImage:
     """Decode once per file content; ``digest`` is the cache key, the bytes are not hashed again."""
     return decode_image(_data, name)

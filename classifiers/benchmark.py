@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -115,6 +116,8 @@ class CpuClock:
             return None
         others_s = (self.machine_busy_s - start.machine_busy_s) - (self.process_s - start.process_s)
         capacity_s = (self.wall_s - start.wall_s) * (os.cpu_count() or 1)
+        if capacity_s <= 0:
+            return None
         return max(0.0, others_s / capacity_s)
 
 
@@ -705,7 +708,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     parser.add_argument(
-        "--device", choices=DEVICE_CHOICES, default="auto", help="device to run on (default: auto, as the app)"
+        "--device",
+        default="auto",
+        help=f"device to run both models on: one of {', '.join(DEVICE_CHOICES)}, or cuda:N (default: auto, as the app)",
     )
     parser.add_argument(
         "--clip-checkpoint",
@@ -754,7 +759,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             settings=settings,
         )
     except ClassifierError as e:
-        raise SystemExit(f"benchmark failed: {e}") from None
+        print(f"benchmark failed: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
     results = summarize(measured)
     print(json.dumps(results, indent=2) if args.json else format_table(results))

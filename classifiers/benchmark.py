@@ -253,7 +253,7 @@ def measure_head_builds(
     def build_trimmed() -> None:
         built["trimmed"] = build_zero_shot_head(clip.model, clip.tokenizer, classnames, HEAD_TEMPLATES, device=device)
 
-    # Warm up on a few classes only, because a full padded build takes over a minute on a 2-core CPU.
+    # Warm up on a few classes only, because a full padded build takes about 50 s on a 2-core CPU.
     warmup_classes = classnames[:10]
     open_clip.build_zero_shot_classifier(clip.model, clip.tokenizer, warmup_classes, HEAD_TEMPLATES, device=device)
     build_zero_shot_head(clip.model, clip.tokenizer, warmup_classes, HEAD_TEMPLATES, device=device)
@@ -710,34 +710,38 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--device",
         default="auto",
+        metavar="DEVICE",
         help=f"device to run both models on: one of {', '.join(DEVICE_CHOICES)}, or cuda:N (default: auto, as the app)",
     )
     parser.add_argument(
         "--clip-checkpoint",
         type=Path,
+        metavar="FILE",
         help=f"open_clip state dict of ViT-B-32-quickgelu (default: ${CLIP_CHECKPOINT_ENV}, else random weights)",
     )
     parser.add_argument(
         "--resnext-checkpoint",
         type=Path,
+        metavar="FILE",
         help=f"torchvision resnext50_32x4d state dict (default: ${RESNEXT_CHECKPOINT_ENV}, else random weights)",
     )
     parser.add_argument(
         "--repeats",
         type=_positive_int,
+        metavar="N",
         help="timed runs per measurement (default: 20, or 5 with --quick); head builds run at most 3 times",
     )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="fewer runs and a 20-class head slice, for tests (about half a minute on 2 CPU cores)",
+        help="fewer runs and a 20-class head slice, for tests (about 35 s on a 2-core CPU)",
     )
     parser.add_argument(
         "--full-head",
         action="store_true",
         help=(
             "build the heads on all 1000 classes instead of timing every 10th class and multiplying by 10 "
-            "(the padded build alone takes over a minute on a 2-core CPU)"
+            "(the padded build alone takes about 50 s on a 2-core CPU)"
         ),
     )
     return parser.parse_args(argv)

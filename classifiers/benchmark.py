@@ -6,7 +6,8 @@ One run measures:
   by each classifier's ``classify()``, with the zero-shot head already built;
 * building the 1-template zero-shot head the padded way (open_clip's
   ``build_zero_shot_classifier``, which encodes 77-token ids) and the trimmed
-  way (``classifiers.heads.build_zero_shot_head``);
+  way (``classifiers.heads.build_zero_shot_head``, which also encodes the
+  template's opening tokens once per batch);
 * the per-image cost of a naive app that encodes the 1000 prompts again for every image;
 * each model's forward GFLOP/s, compared with an fp32 2048x2048 matmul on the same device;
 * decoding and preprocessing a 24-megapixel JPEG with and without JPEG draft decoding.
@@ -41,7 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from .clip import ClipZeroShot, load_clip
 from .devices import DEVICE_CHOICES, describe_device, select_device, synchronize
 from .errors import ClassifierError
-from .heads import TEMPLATE_SETS, HeadCache, build_zero_shot_head
+from .heads import CPU_TEXT_BATCH_SIZE, TEMPLATE_SETS, TEXT_BATCH_SIZE, HeadCache, build_zero_shot_head
 from .images import decode_image, load_image
 from .resnext import ResNeXtClassifier, load_resnext
 from .weights import (
@@ -596,7 +597,9 @@ def describe_method(measured: Measurements) -> list[str]:
     )
     notes.append(
         "the padded head is built by open_clip.build_zero_shot_classifier with its default of 10 classes per batch, "
-        "the trimmed head by build_zero_shot_head with its default of 256 prompts per batch"
+        "the trimmed head by build_zero_shot_head with its default batch size for the device "
+        f"({CPU_TEXT_BATCH_SIZE} prompts on the CPU, {TEXT_BATCH_SIZE} elsewhere), which trims the padding and "
+        "encodes the prompts' shared opening tokens once per batch"
     )
     notes.append(
         "seed_per_image_s is an estimate: the padded head build time plus one warm CLIP classification (clip_ms)"

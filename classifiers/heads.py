@@ -20,6 +20,7 @@ from pathlib import Path
 import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import ResidualAttentionBlock
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 
 _logger = logging.getLogger(__name__)
@@ -92,6 +93,93 @@ def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.T
     return F.normalize(x, dim=-1)
 
 
+def supports_shared_prefix(model: torch.nn.Module) -> bool:
+    """Tell whether ``encode_text_shared_prefix`` can run ``model``'s text tower block by block.
+
+    It reads the weights of open_clip's standard ``ResidualAttentionBlock``
+    (pre-norm, one packed q/k/v projection). Models with any other block are
+    encoded by ``encode_text_trimmed`` instead.
+    """
+    if not supports_trimmed_text(model):
+        return False
+    for block in model.transformer.resblocks:
+        attention = getattr(block, "attn", None)
+        if (
+            type(block) is not ResidualAttentionBlock
+            or hasattr(block, "ln_1_kv")
+            or not isinstance(attention, torch.nn.MultiheadAttention)
+            or attention.in_proj_weight is None
+            or attention.bias_k is not None
+        ):
+            return False
+    return True
+
+
+def shared_prefix_length(tokens: torch.Tensor) -> int:
+    """Return how many leading token ids all rows of ``tokens`` share, stopping before the earliest end-of-text token."""
+    earliest_end = int(tokens.argmax(dim=-1).min())
+    differs = (tokens[:, :earliest_end] != tokens[:1, :earliest_end]).any(dim=0)
+    return int(differs.int().argmax()) if differs.any() else earliest_end
+
+
+def _split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    batch, length, width = x.shape
+    return x.view(batch, length, num_heads, width // num_heads).transpose(1, 2)  # [batch, heads, length, head_dim]
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    batch, num_heads, length, head_dim = x.shape
+    return x.transpose(1, 2).reshape(batch, length, num_heads * head_dim)
+
+
+def encode_text_shared_prefix(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Encode token ids like ``encode_text_trimmed``, running the prefix the prompts share only once.
+
+    Prompts built from one template start with the same tokens: "<start_of_text>
+    a photo of a" is 5 of the 9.2 tokens of the average ImageNet prompt. With a
+    causal mask, the hidden states at those positions are the same for every
+    prompt. So they are computed for one row, and each layer's keys and values
+    there are reused by the remaining tokens of all prompts. Only the tokens
+    after the prefix are run for the whole batch.
+    """
+    prefix = shared_prefix_length(tokens)
+    if prefix < 2 or not supports_shared_prefix(model):
+        return encode_text_trimmed(model, tokens)
+
+    ends = tokens.argmax(dim=-1)
+    length = int(ends.max()) + 1
+    cast_dtype = model.transformer.get_cast_dtype()
+    embedded = model.token_embedding(tokens[:, :length]).to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+    head_x = embedded[:1, :prefix]  # [1, prefix, width]
+    x = embedded[:, prefix:]  # [batch, length - prefix, width]
+    batch, rest, width = x.shape
+    # The token at absolute position prefix + i attends to every position up to and including itself.
+    visible = torch.ones(rest, prefix + rest, dtype=torch.bool, device=x.device).tril(diagonal=prefix)
+
+    for block in model.transformer.resblocks:
+        attention = block.attn
+        heads = attention.num_heads
+
+        q, k, v = F.linear(block.ln_1(head_x), attention.in_proj_weight, attention.in_proj_bias).split(width, dim=-1)
+        head_k, head_v = _split_heads(k, heads), _split_heads(v, heads)
+        attended = F.scaled_dot_product_attention(_split_heads(q, heads), head_k, head_v, is_causal=True)
+        head_x = head_x + block.ls_1(attention.out_proj(_merge_heads(attended)))
+        head_x = head_x + block.ls_2(block.mlp(block.ln_2(head_x)))
+
+        q, k, v = F.linear(block.ln_1(x), attention.in_proj_weight, attention.in_proj_bias).split(width, dim=-1)
+        k = torch.cat([head_k.expand(batch, -1, -1, -1), _split_heads(k, heads)], dim=2)
+        v = torch.cat([head_v.expand(batch, -1, -1, -1), _split_heads(v, heads)], dim=2)
+        attended = F.scaled_dot_product_attention(_split_heads(q, heads), k, v, attn_mask=visible)
+        x = x + block.ls_1(attention.out_proj(_merge_heads(attended)))
+        x = x + block.ls_2(block.mlp(block.ln_2(x)))
+
+    x = model.ln_final(x)
+    x = x[torch.arange(batch, device=x.device), ends - prefix]  # [batch, width]
+    if model.text_projection is not None:
+        x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
+    return F.normalize(x, dim=-1)
+
+
 def build_zero_shot_head(
     model: torch.nn.Module,
     tokenizer: Callable,
@@ -104,8 +192,10 @@ def build_zero_shot_head(
 ) -> torch.Tensor:
     """Build a zero-shot head: for each class, the re-normalised mean of its prompts' text embeddings.
 
-    Prompts are sorted by token length so that each batch is trimmed to a
-    similar length. ``progress(done, total)`` is called after each batch.
+    Prompts are grouped by template and sorted by token length within each
+    template, so that the prompts of a batch share their template's opening
+    tokens (encoded once per batch) and are trimmed to a similar length.
+    ``progress(done, total)`` is called after each batch.
     ``batch_size`` defaults to ``CPU_TEXT_BATCH_SIZE`` on the CPU and ``TEXT_BATCH_SIZE`` elsewhere.
 
     Returns:
@@ -115,15 +205,16 @@ def build_zero_shot_head(
         batch_size = CPU_TEXT_BATCH_SIZE if device.type == "cpu" else TEXT_BATCH_SIZE
     prompts = [template(name) for name in classnames for template in templates]
     tokens = tokenizer(prompts)
-    lengths = tokens.argmax(dim=-1)
-    order = torch.argsort(lengths, stable=True)
+    # Prompts are listed class by class, so prompt i comes from template i % len(templates).
+    template_index = torch.arange(len(prompts)) % len(templates)
+    order = torch.argsort(template_index * tokens.shape[1] + tokens.argmax(dim=-1), stable=True)
 
     embeddings: torch.Tensor | None = None
     total = len(prompts)
     with torch.inference_mode():
         for start in range(0, total, batch_size):
             batch_indices = order[start : start + batch_size]
-            batch = encode_text_trimmed(model, tokens[batch_indices].to(device)).float()
+            batch = encode_text_shared_prefix(model, tokens[batch_indices].to(device)).float()
             if embeddings is None:
                 embeddings = torch.empty(total, batch.shape[1], device=device)
             embeddings[batch_indices.to(device)] = batch

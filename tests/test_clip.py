@@ -13,7 +13,16 @@ from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 
 import classifiers.clip as clip_module
 from classifiers import ClipZeroShot, HeadCache, LabelsError, WeightsError, load_clip, load_image
-from classifiers.heads import TEMPLATE_SETS, build_zero_shot_head, encode_text_trimmed, head_cache_key
+import classifiers.heads as heads_module
+from classifiers.heads import (
+    TEMPLATE_SETS,
+    build_zero_shot_head,
+    encode_text_shared_prefix,
+    encode_text_trimmed,
+    head_cache_key,
+    shared_prefix_length,
+    supports_shared_prefix,
+)
 from classifiers.weights import CLIP_VARIANTS, DEFAULT_CLIP
 
 from conftest import ASSETS
@@ -62,6 +71,62 @@ def test_trimmed_text_encoder_matches_encode_text(clip_model, prompts):
         actual = encode_text_trimmed(clip_model.model, tokens)
     difference = (actual - expected).abs().max().item()
     assert difference < 1e-4, f"trimmed encoding differs from open_clip's by {difference}"
+
+
+@pytest.mark.parametrize(
+    "prompts, prefix",
+    [
+        # "<start_of_text> a photo of a" is shared.
+        (["a photo of a cat.", "a photo of a dog.", "a photo of a large red double-decker bus."], 5),
+        # One prompt is the shared prefix itself: the prefix stops before its end-of-text token.
+        (["a photo of a", "a photo of a goldfish."], 5),
+        # Truncated to 77 tokens: every prompt fills the context.
+        (["a photo of a " + "very long and winding description " * 12, "a photo of a " + "cat sitting on a mat " * 15], 5),
+        # Only the start token is shared: encode_text_trimmed does the work.
+        (["a photo of a cat.", "itap of a dog."], 1),
+    ],
+    ids=["one-template", "prompt-is-prefix", "full-context", "no-shared-words"],
+)
+def test_shared_prefix_encoder_matches_encode_text(clip_model, prompts, prefix):
+    tokens = clip_model.tokenizer(prompts)
+    assert shared_prefix_length(tokens) == prefix
+    with torch.no_grad():
+        expected = clip_model.model.encode_text(tokens, normalize=True)
+        actual = encode_text_shared_prefix(clip_model.model, tokens)
+    difference = (actual - expected).abs().max().item()
+    assert difference < 1e-4, f"shared-prefix encoding differs from open_clip's by {difference}"
+
+
+def test_open_clip_text_towers_support_shared_prefix(clip_model):
+    assert supports_shared_prefix(clip_model.model)
+    # open_clip's alternative block (used by some configurations) is not read block by block.
+    custom = open_clip.create_model("ViT-B-32-quickgelu", text_cfg={"layers": 1, "width": 64, "heads": 2})
+    custom.transformer.resblocks[0] = open_clip.transformer.CustomResidualAttentionBlock(64, 2)
+    assert not supports_shared_prefix(custom)
+
+
+# With a batch size that divides the class count, no batch spans two templates.
+@pytest.mark.parametrize("template_set, classnames, batch_size", [("1", SOME_CLASSES, None), ("7", FEW_CLASSES, 3)])
+def test_head_build_uses_shared_prefix(clip_model, monkeypatch, template_set, classnames, batch_size):
+    templates = TEMPLATE_SETS[template_set]
+    with torch.no_grad():
+        expected = open_clip.build_zero_shot_classifier(
+            clip_model.model, clip_model.tokenizer, classnames, templates, num_classes_per_batch=8, device="cpu"
+        )
+    fallback_batches: list[int] = []
+    fallback = heads_module.encode_text_trimmed
+
+    def recording_fallback(model, tokens):
+        fallback_batches.append(len(tokens))
+        return fallback(model, tokens)
+
+    monkeypatch.setattr(heads_module, "encode_text_trimmed", recording_fallback)
+    head = build_zero_shot_head(
+        clip_model.model, clip_model.tokenizer, classnames, templates, device=torch.device("cpu"), batch_size=batch_size
+    )
+
+    assert (head - expected).abs().max().item() < 1e-4
+    assert fallback_batches == [], "a batch of one template's prompts was encoded without its shared prefix"
 
 
 @pytest.mark.parametrize("template_set, classnames", [("1", SOME_CLASSES), ("7", FEW_CLASSES)])

@@ -44,6 +44,7 @@ from .devices import DEVICE_CHOICES, describe_device, select_device, synchronize
 from .errors import ClassifierError
 from .heads import CPU_TEXT_BATCH_SIZE, TEMPLATE_SETS, TEXT_BATCH_SIZE, HeadCache, build_zero_shot_head
 from .images import decode_image, load_image
+from .logs import configure_logging
 from .resnext import ResNeXtClassifier, load_resnext
 from .weights import (
     CLIP_CHECKPOINT_ENV,
@@ -753,7 +754,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the benchmark and print the table, or the JSON object with ``--json``, to stdout."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.from_args(args)
     clip_checkpoint = args.clip_checkpoint or checkpoint_from_env(CLIP_CHECKPOINT_ENV)
     resnext_checkpoint = args.resnext_checkpoint or checkpoint_from_env(RESNEXT_CHECKPOINT_ENV)

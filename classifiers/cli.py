@@ -13,11 +13,12 @@ import sys
 from pathlib import Path
 
 from .clip import load_clip
-from .devices import DEVICE_CHOICES
+from .devices import DEVICE_CHOICES, select_device
 from .errors import ClassifierError, ImageError
 from .heads import DEFAULT_TEMPLATES, TEMPLATE_SETS, HeadCache
 from .images import decode_image
 from .labels import parse_labels
+from .logs import configure_logging
 from .resnext import load_resnext
 from .results import Classification, shared_classes
 from .weights import CLIP_VARIANTS, DEFAULT_CLIP, DEFAULT_RESNEXT, RESNEXT_VARIANTS
@@ -91,16 +92,30 @@ def _read_labels(args: argparse.Namespace) -> list[str] | None:
 def classify_command(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    configure_logging(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if args.top_k < 1:
         parser.error("--top-k must be at least 1")
 
     try:
         labels = _read_labels(args)
-        clip = load_clip(args.clip_model, checkpoint=args.clip_checkpoint, device=args.device, head_cache=HeadCache())
-        resnext = load_resnext(args.resnext_model, checkpoint=args.resnext_checkpoint, device=args.device, progress=True)
+        device = select_device(args.device)
     except ClassifierError as e:
         print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+    # Both models are tried before giving up, so that one run names every missing weights file.
+    load_errors = []
+    try:
+        clip = load_clip(args.clip_model, checkpoint=args.clip_checkpoint, device=device, head_cache=HeadCache())
+    except ClassifierError as e:
+        load_errors.append(e)
+    try:
+        resnext = load_resnext(args.resnext_model, checkpoint=args.resnext_checkpoint, device=device, progress=True)
+    except ClassifierError as e:
+        load_errors.append(e)
+    if load_errors:
+        for error in load_errors:
+            print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
 
     reports = []

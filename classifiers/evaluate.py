@@ -44,6 +44,7 @@ from .devices import DEVICE_CHOICES
 from .errors import ClassifierError, ImageError
 from .heads import DEFAULT_TEMPLATES, TEMPLATE_SETS, HeadCache, Template
 from .images import decode_image
+from .logs import configure_logging
 from .resnext import ResNeXtClassifier, load_resnext
 from .weights import CLIP_VARIANTS, DEFAULT_CLIP, DEFAULT_RESNEXT, RESNEXT_VARIANTS
 
@@ -722,7 +723,7 @@ def evaluate_command(argv: list[str]) -> int:
     """Run ``python -m classifiers evaluate`` with the arguments after ``evaluate`` and return the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    configure_logging(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     if args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
     if args.batch_size < 1:

@@ -66,6 +66,36 @@ def test_missing_checkpoint_exits_two_with_the_variable_named(tmp_path):
     assert completed.stdout == ""
 
 
+def test_both_missing_checkpoints_named_in_one_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CLIP_CHECKPOINT", str(tmp_path / "missing-clip.pt"))
+    monkeypatch.setenv("RESNEXT_CHECKPOINT", str(tmp_path / "missing-resnext.pth"))
+
+    assert main([str(ASSETS / "cat.jpg")]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 2, errors
+    assert "CLIP_CHECKPOINT" in errors[0], errors[0]
+    assert "missing-clip.pt" in errors[0], errors[0]
+    assert "RESNEXT_CHECKPOINT" in errors[1], errors[1]
+    assert "missing-resnext.pth" in errors[1], errors[1]
+
+
+def test_hub_warning_printed_once():
+    script = (
+        "import logging\n"
+        "from huggingface_hub.utils import logging as hub_logging\n"
+        "from classifiers.logs import configure_logging\n"
+        "hub_logging.get_logger('huggingface_hub.file_download').warning('probe warning')\n"
+        "configure_logging(logging.WARNING, '%(levelname)s %(message)s')\n"
+        "hub_logging.get_logger('huggingface_hub.file_download').warning('second warning')\n"
+    )
+    completed = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stderr.splitlines()
+    assert lines.count("probe warning") == 1, "before: the hub library's own handler prints it"
+    assert [line for line in lines if "second warning" in line] == ["WARNING second warning"], lines
+
+
 def test_usage_error_exits_two():
     completed = run_cli("--top-k", "many", str(ASSETS / "cat.jpg"))
     assert completed.returncode == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from classifiers import (
     DecodedImage,
     HeadCache,
     ResNeXtClassifier,
+    WeightsError,
     decode_image,
     load_clip,
     load_resnext,
@@ -50,6 +52,10 @@ BAR_HEIGHT_PX = 34
 # a longer label is cut with an ellipsis and shown whole in the tooltip.
 LABEL_WIDTH_PX = 150
 IMAGE_WIDTH_PX = 320
+# Narrower images are shown scaled up to this width, so that the caption under them fits on one line.
+MIN_IMAGE_WIDTH_PX = 160
+# A model that failed to load is tried again after this long, or when the user presses the retry button.
+LOAD_RETRY_AFTER_S = 600
 _MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 
 
@@ -92,35 +98,78 @@ def load_resnext_model(variant_key: str, checkpoint: str | None, device: str) ->
     return load_resnext(variant_key, checkpoint=checkpoint, device=device)
 
 
+@st.cache_resource(show_spinner=False)
+def load_failures() -> dict[tuple[str, ...], tuple[float, ClassifierError]]:
+    """Return the server-wide record of failed model loads: key to (time.monotonic() of the failure, error).
+
+    Without it, every rerun of every session would try the download again, and
+    with no network each try waits for the download library's retries (about
+    50 s for CLIP in one measurement on a machine that resolves no host names).
+    """
+    return {}
+
+
 def _checkpoint(variable: str) -> str | None:
     path = checkpoint_from_env(variable)
     return str(path) if path else None
 
 
+def model_ui(model_name: str, title: str, source: str, load, key: tuple[str, ...]):
+    """Call ``load()`` with a spinner, and show the reason and return None if it fails.
+
+    A failure is remembered for ``LOAD_RETRY_AFTER_S`` seconds. Meanwhile the
+    page shows the same message with a button that tries again at once.
+    """
+    failures = load_failures()
+    failure = failures.get(key)
+    if failure is None or time.monotonic() - failure[0] > LOAD_RETRY_AFTER_S:
+        try:
+            with st.spinner(f"Loading {title} ({source})…"):
+                model = load()
+            failures.pop(key, None)
+            return model
+        except ClassifierError as e:
+            failure = failures[key] = (time.monotonic(), e)
+
+    error = failure[1]
+    st.error(plain(f"{model_name} is unavailable: {error}"))
+    if isinstance(error, WeightsError):
+        st.caption(
+            f"The app reads {CLIP_CHECKPOINT_ENV} and {RESNEXT_CHECKPOINT_ENV} from the server's environment, "
+            "so restart `streamlit run` after setting them."
+        )
+    st.button(f"Try loading {model_name} again", key=f"retry-{model_name}", on_click=failures.pop, args=(key, None))
+    return None
+
+
 def clip_model_ui(settings: Settings) -> ClipZeroShot | None:
-    """Load the selected CLIP model with a spinner; show the reason and return None if it fails."""
+    """Load the selected CLIP model, or show why it cannot be loaded and return None."""
     variant = CLIP_VARIANTS[settings.clip_key]
     checkpoint = _checkpoint(CLIP_CHECKPOINT_ENV)
     source = f"from {checkpoint}" if checkpoint else f"downloading about {variant.download_mb} MB on first use"
-    try:
-        with st.spinner(f"Loading CLIP {variant.title} ({source})…"):
-            return load_clip_model(settings.clip_key, checkpoint, str(settings.device))
-    except ClassifierError as e:
-        st.error(plain(f"CLIP is unavailable: {e}"))
-        return None
+    device = str(settings.device)
+    return model_ui(
+        "CLIP",
+        f"CLIP {variant.title}",
+        source,
+        lambda: load_clip_model(settings.clip_key, checkpoint, device),
+        ("clip", settings.clip_key, checkpoint or "", device),
+    )
 
 
 def resnext_model_ui(settings: Settings) -> ResNeXtClassifier | None:
-    """Load the selected ResNeXt with a spinner; show the reason and return None if it fails."""
+    """Load the selected ResNeXt, or show why it cannot be loaded and return None."""
     variant = RESNEXT_VARIANTS[settings.resnext_key]
     checkpoint = _checkpoint(RESNEXT_CHECKPOINT_ENV)
     source = f"from {checkpoint}" if checkpoint else f"downloading {variant.download_mb} MB on first use"
-    try:
-        with st.spinner(f"Loading {variant.title} ({source})…"):
-            return load_resnext_model(settings.resnext_key, checkpoint, str(settings.device))
-    except ClassifierError as e:
-        st.error(plain(f"ResNeXt is unavailable: {e}"))
-        return None
+    device = str(settings.device)
+    return model_ui(
+        "ResNeXt",
+        variant.title,
+        source,
+        lambda: load_resnext_model(settings.resnext_key, checkpoint, device),
+        ("resnext", settings.resnext_key, checkpoint or "", device),
+    )
 
 
 def zero_shot_head_ui(clip: ClipZeroShot, settings: Settings) -> bool:
@@ -180,14 +229,16 @@ def sidebar_ui() -> Settings:
         "CLIP prompt templates",
         list(TEMPLATE_SETS),
         format_func=TEMPLATE_NAMES.get,
-        help="Each class is encoded in every template and the embeddings are averaged. "
-        "More templates are slightly more accurate and take longer to prepare once.",
+        help="Each class is encoded in every template and the embeddings are averaged. More templates are "
+        "slightly more accurate and take longer to prepare: for the 1000 ImageNet classes with ViT-B/32 on a "
+        "2-core CPU, about 3 s with 1 template, 30 s with 7 and 5 minutes with 80. This happens once per model "
+        "and label set, then the result is read from a disk cache.",
     )
 
     labels_text = st.sidebar.text_area(
         "Your own labels for CLIP (optional)",
         placeholder="cat\ndog\nbicycle",
-        help=f"One label per line, or comma-separated. At most {MAX_LABELS} labels of "
+        help=f"One label per line. A single line is split at its commas instead. At most {MAX_LABELS} labels of "
         f"{MAX_LABEL_CHARS} characters. Leave empty for ImageNet's 1000 classes.",
     )
     labels = None
@@ -202,11 +253,13 @@ def sidebar_ui() -> Settings:
 
 def inputs_ui() -> list[tuple[str, bytes]]:
     """Collect (name, bytes) pairs from the uploader, the sample picker and the camera."""
+    max_upload_mb = st.get_option("server.maxUploadSize")
+    # Streamlit rejects a larger file in the browser and names the limit only in a tooltip, so the label states it.
     uploads = st.file_uploader(
-        "Drop images here",
+        f"Drop images here (up to {max_upload_mb} MB each)",
         type=UPLOAD_TYPES,
         accept_multiple_files=True,
-        help="JPEG, PNG, WebP, BMP, GIF or TIFF. Several files at once are fine.",
+        help=f"JPEG, PNG, WebP, BMP, GIF or TIFF, up to {max_upload_mb} MB each. Several files at once are fine.",
     )
     samples = sorted(p.name for p in ASSETS.iterdir() if p.suffix.lower() in SAMPLE_SUFFIXES)
     left, right = st.columns([3, 1], vertical_alignment="bottom")
@@ -320,7 +373,11 @@ def top_k_chart(result: Classification) -> alt.Chart:
     )
     bars = base.mark_bar()
     values = base.mark_text(align="left", dx=4).encode(text=alt.Text("probability:Q", format=".1%"))
-    return (bars + values).properties(height=BAR_HEIGHT_PX * len(data))
+    # Streamlit's default autosize "fit" would squeeze the axis into the given height,
+    # leaving no room for one to three bars. "fit-x" stretches the width only.
+    return (bars + values).properties(
+        height=BAR_HEIGHT_PX * len(data), autosize=alt.AutoSizeParams(type="fit-x", contains="padding")
+    )
 
 
 def model_column_ui(result: Classification | None, title: str) -> None:
@@ -341,7 +398,8 @@ def image_result_ui(item: ImageResult, settings: Settings) -> None:
     decoded = item.decoded
     st.subheader(plain(decoded.name), divider="gray")
     width, height = decoded.original_size
-    st.image(decoded.image, caption=f"{width}×{height} {decoded.format or ''}".strip(), width=min(IMAGE_WIDTH_PX, decoded.image.width))
+    shown_width = min(IMAGE_WIDTH_PX, max(MIN_IMAGE_WIDTH_PX, decoded.image.width))
+    st.image(decoded.image, caption=f"{width}×{height} {decoded.format or ''}".strip(), width=shown_width)
     for note in decoded.notes:
         st.info(plain(f"{decoded.name}: {note}"), icon="ℹ️")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pandas as pd
@@ -86,6 +87,19 @@ def test_top_k_setting_changes_the_number_of_bars():
     assert [len(chart) for chart in chart_data(at)] == [3, 3]
 
 
+def test_chart_height_is_the_plot_height():
+    at = new_app()
+    at.slider[0].set_value(1)
+    at.multiselect(key="samples").select("coffee.jpg").run()
+
+    assert not at.exception, at.exception
+    for chart in at.get("vega_lite_chart"):
+        spec = json.loads(chart.proto.spec)
+        # With Streamlit's default "fit", the axis would take its room from the 34 px of one bar.
+        assert spec["autosize"]["type"] == "fit-x", spec.get("autosize")
+        assert spec["height"] == 34, spec["height"]
+
+
 def test_custom_labels_apply_to_clip_only():
     at = new_app()
     at.text_area[0].input("a cat\na rocket\na cup of coffee")
@@ -130,6 +144,34 @@ def test_missing_weights_name_the_model_and_the_other_model_still_works(monkeypa
     errors = messages(at.error)
     assert any("RESNEXT_CHECKPOINT" in e and "resnext-missing.pth" in e for e in errors), errors
     assert len(chart_data(at)) == 1, "CLIP is still classified"
+    assert any("restart `streamlit run`" in text for text in messages(at.caption)), messages(at.caption)
+
+
+def test_failed_model_load_waits_for_retry_button(monkeypatch, tmp_path):
+    import classifiers
+
+    missing = tmp_path / "resnext-missing.pth"
+    monkeypatch.setenv("RESNEXT_CHECKPOINT", str(missing))
+    real_load = classifiers.load_resnext
+    calls = []
+
+    def counting_load(*args, **kwargs):
+        calls.append(kwargs.get("checkpoint"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(classifiers, "load_resnext", counting_load)
+    at = new_app()
+    at.multiselect(key="samples").select("cat.jpg").run()
+    assert calls == [str(missing)]
+
+    at.slider[0].set_value(3).run()
+    assert calls == [str(missing)], "a rerun tried the failed load again"
+    assert any("resnext-missing.pth" in e for e in messages(at.error)), messages(at.error)
+    assert [len(chart) for chart in chart_data(at)] == [3], "CLIP is still classified"
+
+    (retry,) = [button for button in at.button if button.label == "Try loading ResNeXt again"]
+    retry.click().run()
+    assert calls == [str(missing), str(missing)], "the retry button did not load the model again"
 
 
 @pytest.mark.parametrize("name", ["drawing.svg", "photo.heic"])

@@ -57,6 +57,9 @@ CLASSIFY_TIMEOUT_MS = 240_000
 # (expect()'s default) after the heading above it.
 EXPECT_TIMEOUT_MS = 30_000
 MIN_PHONE_CHART_WIDTH_PX = 250
+# The page gives each bar a 34 px band, and Streamlit's chart theme draws the bar 26 px high in it
+# (measured in Chromium). With the axis squeezed into the same height, 5 bars were 19 px high.
+MIN_BAR_HEIGHT_PX = 24
 
 CHART = '[data-testid="stVegaLiteChart"]'
 # Vega-Lite (as bundled with Streamlit 1.67) gives every SVG bar the ARIA role
@@ -232,12 +235,20 @@ def pick_samples(page: Page, *names: str) -> None:
     page.keyboard.press("Escape")
 
 
+def expect_full_height_bars(chart) -> None:
+    for number, bar in enumerate(chart.locator(BAR).all(), 1):
+        box = bar.bounding_box()
+        assert box is not None, f"bar {number} is not rendered"
+        assert box["height"] >= MIN_BAR_HEIGHT_PX, f"bar {number} is {box['height']:.1f} px high"
+
+
 def expect_two_top5_charts_with_timings(page: Page) -> None:
     charts = page.locator(CHART)
     expect(charts).to_have_count(2, timeout=CLASSIFY_TIMEOUT_MS)
     for chart in charts.all():
         expect(chart).to_be_visible()
         expect(chart.locator(BAR)).to_have_count(5)
+        expect_full_height_bars(chart)
 
     labels = page.get_by_test_id("stMetricLabel")
     expect(labels).to_have_text(["Inference", "Preprocess", "Inference", "Preprocess"])
@@ -278,6 +289,20 @@ def test_bad_upload_named_next_to_good_one(page, screenshot_dir, tmp_path):
     expect(page.get_by_test_id("stHeading").filter(has_text="owl.png")).to_be_visible()
     expect(page.get_by_test_id("stHeading").filter(has_text="notes.jpg")).to_have_count(0)
     save_full_page(page, screenshot_dir / "bad-upload-1280.png")
+
+
+def test_two_label_chart_keeps_bar_height(page, screenshot_dir):
+    labels = page.get_by_test_id("stSidebar").get_by_role("textbox")
+    labels.fill("cat\nrocket")
+    labels.press("Control+Enter")
+    pick_samples(page, "rocket.jpg")
+
+    charts = page.locator(CHART)
+    expect(charts).to_have_count(2, timeout=CLASSIFY_TIMEOUT_MS)
+    clip_chart = charts.first
+    expect(clip_chart.locator(BAR)).to_have_count(2)
+    expect_full_height_bars(clip_chart)
+    save_full_page(page, screenshot_dir / "two-labels-1280.png")
 
 
 @pytest.mark.parametrize("viewport", [DESKTOP, PHONE], ids=["desktop", "phone"])

@@ -36,9 +36,9 @@ DRAFT_MIN_SIDE = 448
 
 # Formats people drop that Pillow cannot decode, detected by their first bytes.
 _UNSUPPORTED_SIGNATURES = {
-    "SVG": "SVG vector drawings are not supported; export the drawing as PNG and upload that",
-    "HEIC": "HEIC/HEIF photos are not supported; convert the photo to JPEG or PNG and upload that",
-    "PDF": "PDF documents are not supported; export the page as PNG or JPEG and upload that",
+    "SVG": "SVG vector drawings are not supported; export the drawing as PNG and use that file",
+    "HEIC": "HEIC/HEIF photos are not supported; convert the photo to JPEG or PNG and use that file",
+    "PDF": "PDF documents are not supported; export the page as PNG or JPEG and use that file",
 }
 
 WHITE = (255, 255, 255)
@@ -158,7 +158,7 @@ def _open(data: bytes, name: str, max_pixels: int) -> Image.Image:
         # Pillow raises this at open above 2 * Image.MAX_IMAGE_PIXELS (about
         # 179 MP by default), before the check below can run.
         raise ImageError(
-            f"{name}: the image has more pixels than the limit of {max_pixels:,}; resize it and upload it again"
+            f"{name}: the image has more pixels than the limit of {max_pixels:,}; resize it and try again"
         ) from None
     except _MALFORMED_DATA_ERRORS as e:
         raise ImageError(f"{name}: not a readable image file ({e})") from e
@@ -167,7 +167,7 @@ def _open(data: bytes, name: str, max_pixels: int) -> Image.Image:
     if width * height > max_pixels:
         raise ImageError(
             f"{name}: the image is {width}x{height} = {width * height:,} pixels, more than the limit of "
-            f"{max_pixels:,}; resize it and upload it again"
+            f"{max_pixels:,}; resize it and try again"
         )
     return image
 
@@ -210,7 +210,7 @@ def _load_pixels(image: Image.Image, name: str) -> None:
         if "truncated" in message or "broken data stream" in message or "premature end" in message:
             raise ImageError(
                 f"{name}: the file is truncated (the end of the image data is missing, as after an "
-                "interrupted download or copy); upload the complete file"
+                "interrupted download or copy); use the complete file"
             ) from None
         raise ImageError(f"{name}: the image data is corrupt and cannot be decoded ({message})") from e
     except (*_MALFORMED_DATA_ERRORS, Image.DecompressionBombError) as e:

@@ -292,15 +292,19 @@ def test_bad_upload_named_next_to_good_one(page, screenshot_dir, tmp_path):
 
 
 def test_two_label_chart_keeps_bar_height(page, screenshot_dir):
+    # The sample first, then wait: in one CI run, picking it right after committing the labels left no chart.
+    pick_samples(page, "rocket.jpg")
+    charts = page.locator(CHART)
+    expect(charts).to_have_count(2, timeout=CLASSIFY_TIMEOUT_MS)
+    wait_until_idle(page)
+
     labels = page.get_by_test_id("stSidebar").get_by_role("textbox")
     labels.fill("cat\nrocket")
     labels.press("Control+Enter")
-    pick_samples(page, "rocket.jpg")
 
-    charts = page.locator(CHART)
-    expect(charts).to_have_count(2, timeout=CLASSIFY_TIMEOUT_MS)
     clip_chart = charts.first
-    expect(clip_chart.locator(BAR)).to_have_count(2)
+    expect(clip_chart.locator(BAR)).to_have_count(2, timeout=CLASSIFY_TIMEOUT_MS)
+    wait_until_idle(page)
     expect_full_height_bars(clip_chart)
     save_full_page(page, screenshot_dir / "two-labels-1280.png")
 

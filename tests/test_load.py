@@ -26,8 +26,9 @@ from streamlit.runtime.caching.storage.dummy_cache_storage import MemoryCacheSto
 from streamlit.runtime.dataframe_source_manager import DataframeSourceManager
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.runtime.scriptrunner.script_cache import ScriptCache
 from streamlit.runtime.stats import CACHE_MEMORY_FAMILY
-from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1 import AppTest, local_script_runner
 
 import classifiers
 from classifiers import load_image
@@ -105,6 +106,12 @@ def server_like_runtime(monkeypatch):
     once, the first session to finish takes both away from the others. Without
     the ``global.appTest`` flag a widget does not save its format function, and
     AppTest then raises KeyError on the next ``select()``.
+
+    AppTest also compiles the script with a new ScriptCache on every run, while
+    a server compiles it once in a cache shared by all sessions. Eight threads
+    calling ``ast.parse`` at once failed in one CI run with CPython 3.11.7's
+    "SystemError: AST constructor recursion depth mismatch" (CPython issue
+    106905), so the sessions share one cache here too.
     """
     runtime = MagicMock(spec=Runtime)
     runtime.media_file_mgr = MediaFileManager(MemoryMediaFileStorage("/mock/media"))
@@ -115,6 +122,9 @@ def server_like_runtime(monkeypatch):
 
     get_option = config.get_option
     monkeypatch.setattr(config, "get_option", lambda name: True if name == "global.appTest" else get_option(name))
+
+    script_cache = ScriptCache()
+    monkeypatch.setattr(local_script_runner, "ScriptCache", lambda: script_cache)
     return runtime
 
 

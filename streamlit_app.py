@@ -10,8 +10,10 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import altair as alt
 import pandas as pd
@@ -56,6 +58,7 @@ IMAGE_WIDTH_PX = 320
 MIN_IMAGE_WIDTH_PX = 160
 # A model that failed to load is tried again after this long, or when the user presses the retry button.
 LOAD_RETRY_AFTER_S = 600
+Model = TypeVar("Model", ClipZeroShot, ResNeXtClassifier)
 _MARKDOWN_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 
 
@@ -114,11 +117,13 @@ def _checkpoint(variable: str) -> str | None:
     return str(path) if path else None
 
 
-def model_ui(model_name: str, title: str, source: str, load, key: tuple[str, ...]):
-    """Call ``load()`` with a spinner, and show the reason and return None if it fails.
+def model_ui(
+    model_name: str, title: str, source: str, load: Callable[[], Model], key: tuple[str, ...]
+) -> Model | None:
+    """Load a model by calling ``load()`` under a spinner, or show why it failed and return None.
 
     A failure is remembered for ``LOAD_RETRY_AFTER_S`` seconds. Meanwhile the
-    page shows the same message with a button that tries again at once.
+    page shows the same error with a button that tries again at once.
     """
     failures = load_failures()
     failure = failures.get(key)

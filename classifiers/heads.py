@@ -43,8 +43,8 @@ HEAD_FORMAT_VERSION = 1
 
 # Prompts encoded per forward pass. On a GPU, 256 prompts of 77 tokens need about
 # 1 GB of activations for ViT-L/14. On the CPU smaller batches are faster, because
-# each batch is padded to its longest prompt: building the 1000-class head took
-# 6.1 s at 64 against 7.75 s at 256 (python -m classifiers.benchmark, 2-core CPU).
+# each batch is padded to its longest prompt. Building the 1000-class 1-template
+# head on a 2-core CPU took 3.0-3.3 s at 64 and 4.3-4.5 s at 256 (docs/BENCHMARK.md).
 TEXT_BATCH_SIZE = 256
 CPU_TEXT_BATCH_SIZE = 64
 
@@ -86,8 +86,13 @@ def encode_text_trimmed(model: torch.nn.Module, tokens: torch.Tensor) -> torch.T
     x = model.token_embedding(tokens).to(cast_dtype)  # [batch, length, width]
     x = x + model.positional_embedding[:length].to(cast_dtype)
     x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
-    x = model.ln_final(x)
-    x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]  # [batch, width]
+    return _pool_and_project(model, x, tokens.argmax(dim=-1))
+
+
+def _pool_and_project(model: torch.nn.Module, hidden: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Take each row's hidden state at its end-of-text position, project it and normalise it, as open_clip does."""
+    x = model.ln_final(hidden)
+    x = x[torch.arange(x.shape[0], device=x.device), positions]  # [batch, width]
     if model.text_projection is not None:
         x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
     return F.normalize(x, dim=-1)
@@ -173,11 +178,7 @@ def encode_text_shared_prefix(model: torch.nn.Module, tokens: torch.Tensor) -> t
         x = x + block.ls_1(attention.out_proj(_merge_heads(attended)))
         x = x + block.ls_2(block.mlp(block.ln_2(x)))
 
-    x = model.ln_final(x)
-    x = x[torch.arange(batch, device=x.device), ends - prefix]  # [batch, width]
-    if model.text_projection is not None:
-        x = model.text_projection(x) if isinstance(model.text_projection, torch.nn.Linear) else x @ model.text_projection
-    return F.normalize(x, dim=-1)
+    return _pool_and_project(model, x, ends - prefix)
 
 
 def build_zero_shot_head(

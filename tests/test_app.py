@@ -44,6 +44,7 @@ def test_landing_page_asks_for_an_image():
     assert at.title[0].value == "CLIP vs ResNeXt"
     assert any("Drop one or more images" in text for text in messages(at.info)), messages(at.info)
     assert not at.get("vega_lite_chart"), "no chart before an image is given"
+    assert at.file_uploader[0].label == "Drop images here (up to 25 MB each)", "the limit of .streamlit/config.toml"
 
 
 def test_sample_renders_two_top5_charts_with_timings():
@@ -147,7 +148,7 @@ def test_missing_weights_name_the_model_and_the_other_model_still_works(monkeypa
     assert any("restart `streamlit run`" in text for text in messages(at.caption)), messages(at.caption)
 
 
-def test_failed_model_load_waits_for_retry_button(monkeypatch, tmp_path):
+def test_failed_load_waits_for_retry(monkeypatch, tmp_path):
     import classifiers
 
     missing = tmp_path / "resnext-missing.pth"

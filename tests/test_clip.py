@@ -97,9 +97,9 @@ def test_shared_prefix_encoder_matches_encode_text(clip_model, prompts, prefix):
     assert difference < 1e-4, f"shared-prefix encoding differs from open_clip's by {difference}"
 
 
-def test_open_clip_text_towers_support_shared_prefix(clip_model):
+def test_text_tower_supports_shared_prefix(clip_model):
     assert supports_shared_prefix(clip_model.model)
-    # open_clip's alternative block (used by some configurations) is not read block by block.
+    # open_clip's CustomResidualAttentionBlock has another layout, so it is not read block by block.
     custom = open_clip.create_model("ViT-B-32-quickgelu", text_cfg={"layers": 1, "width": 64, "heads": 2})
     custom.transformer.resblocks[0] = open_clip.transformer.CustomResidualAttentionBlock(64, 2)
     assert not supports_shared_prefix(custom)
